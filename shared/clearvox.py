@@ -6,9 +6,29 @@ dataclasses below; a correction of a path or field name is a change here only.
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote, urlsplit
+
+import requests
+
+from shared.errors import (
+    AccountNotFound,
+    ClearVoxError,
+    ClearVoxForbidden,
+    ClearVoxNotFound,
+    ClearVoxUnauthorized,
+    ClearVoxUnavailable,
+    ConfigError,
+    EmailTaken,
+    LicenseRequired,
+    ValidationFailed,
+)
+from shared.http import DEFAULT_TIMEOUT, HttpStats, make_session
 
 # Status codes (ARCHITECTURE.md): available Beschikbaar, away Afwezig, busy Bezig,
 # dnd Niet storen, elsewhere Werkt ergens anders.
@@ -76,3 +96,365 @@ class CvStatus:
     status: str  # one of STATUSES
     changed_at: datetime
     changed_by: str  # user | api | system
+
+
+# -- the client ---------------------------------------------------------------
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/1"
+AUTH_HEADER = "X-Auth-Token"
+PAGE_SIZE = 100  # the contract's maximum per_page: fewest round trips for 10,000 users
+
+# Domain name -> JSON name. Identity today; a vendor correction of a field name is a change here.
+_USER_JSON: dict[str, str] = {name: name for name in (*USER_FIELDS, "external_application_id", "active")}
+_USER_CREATE_KEYS = frozenset(USER_FIELDS) | {"external_application_id"}
+_USER_UPDATE_KEYS = _USER_CREATE_KEYS | {"active"}
+_CONTACT_JSON: dict[str, str] = {name: name for name in CONTACT_FIELDS}
+_CONTACT_KEYS = frozenset(CONTACT_FIELDS)
+
+
+class ClearVox:
+    """Client of the ClearVox Nexxt REST API for one account (company).
+
+    Thread-safe: one instance serves a ThreadPoolExecutor; its session keeps a
+    connection pool of `pool_size`. 429/503/504 are retried by the session
+    (honouring Retry-After up to `max_retry_after` seconds); what still fails
+    becomes a typed `ClearVoxError` whose message says what to fix and never
+    contains the API key.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        account_id: str,
+        *,
+        stats: HttpStats | None = None,
+        verify: str | bool | None = None,
+        timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
+        pool_size: int = 16,
+        max_retry_after: float = 60.0,
+        retries: int = 5,
+        backoff: float = 0.5,
+    ) -> None:
+        if verify is False:
+            raise ValueError("TLS verification cannot be turned off; pass a CA bundle path to trust a private CA")
+        self.base_url = _api_root(base_url)
+        if not api_key:
+            raise ConfigError("NEXXT365_CLEARVOX_API_KEY is empty. Create an API key in ClearVox Nexxt and set it.")
+        if not str(account_id or "").strip():
+            raise ConfigError("NEXXT365_CLEARVOX_ACCOUNT is empty. Set the Company ID from /accounts/edit/<company-ID>.")
+        self.account_id = str(account_id).strip()
+        self.stats = stats or HttpStats()
+        self._api_key = api_key
+        self._verify = verify  # None: requests honours REQUESTS_CA_BUNDLE
+        self._session = make_session(self.stats, retries=retries, backoff=backoff, max_retry_after=max_retry_after,
+                                     pool_size=pool_size, timeout=timeout)
+        self._session.headers.update({AUTH_HEADER: api_key, "Accept": "application/json"})
+
+    def __repr__(self) -> str:
+        return f"ClearVox({self.base_url!r}, account_id={self.account_id!r})"
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> ClearVox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- account -------------------------------------------------------------
+    def get_account(self) -> Account:
+        """The account the key belongs to; `office365` False means user creation will be refused."""
+        data = self._data("GET", self._account_path(), what="account")
+        licenses = data.get("licenses") or {}
+        return Account(id=str(data["id"]), name=str(data.get("name") or ""), office365=bool(licenses.get("office365")))
+
+    # -- users ---------------------------------------------------------------
+    def iter_users(self, *, email: str | None = None, external_application_id: str | None = None) -> Iterator[CvUser]:
+        """All users of the account (or those matching the filters), page by page."""
+        params: dict[str, str] = {}
+        if email is not None:
+            params["email"] = email
+        if external_application_id is not None:
+            params["external_application_id"] = external_application_id
+        for item in self._pages(self._account_path() + "/users", params, what="account"):
+            yield _user(item)
+
+    def list_users(self) -> list[CvUser]:
+        return list(self.iter_users())
+
+    def find_user_by_email(self, email: str) -> CvUser | None:
+        """The user with this email, compared case-insensitively as ClearVox does."""
+        wanted = email.strip().lower()
+        return next((u for u in self.iter_users(email=email.strip()) if u.email.lower() == wanted), None)
+
+    def find_user_by_external_id(self, object_id: str) -> CvUser | None:
+        """The user linked to this Entra object id ("Extern toepassing ID")."""
+        return next((u for u in self.iter_users(external_application_id=object_id)
+                     if u.external_application_id == object_id), None)
+
+    def get_user(self, user_id: str) -> CvUser:
+        return _user(self._data("GET", _user_path(user_id), what=f"user {user_id}"))
+
+    def create_user(self, fields: Mapping[str, Any]) -> CvUser:
+        """Create a user; None values are left out so ClearVox applies its defaults.
+
+        Raises LicenseRequired without the Office 365 licence and EmailTaken when
+        a user with this email (in any case) exists.
+        """
+        body = {_USER_JSON[k]: v for k, v in _checked(fields, _USER_CREATE_KEYS, "create_user").items() if v is not None}
+        data = self._data("POST", self._account_path() + "/users", body=body, what="account")
+        return _user(data)
+
+    def update_user(self, user_id: str, changes: Mapping[str, Any]) -> CvUser:
+        """Send exactly the given keys (None clears a nullable field); other fields stay as they are."""
+        body = {_USER_JSON[k]: v for k, v in _checked(changes, _USER_UPDATE_KEYS, "update_user").items()}
+        return _user(self._data("PATCH", _user_path(user_id), body=body, what=f"user {user_id}"))
+
+    # -- status --------------------------------------------------------------
+    def get_status(self, user_id: str) -> CvStatus:
+        return _status(self._data("GET", _user_path(user_id) + "/status", what=f"user {user_id}"))
+
+    def set_status(self, user_id: str, status: str) -> CvStatus:
+        """Set the personal status (one of STATUSES); ClearVox records it as changed_by "api"."""
+        return _status(self._data("PUT", _user_path(user_id) + "/status", body={"status": status},
+                                  what=f"user {user_id}"))
+
+    # -- contacts ------------------------------------------------------------
+    def iter_contacts(self, user_id: str, *, external_id: str | None = None) -> Iterator[CvContact]:
+        """The contacts the user owns, private and public, page by page."""
+        params = {"external_id": external_id} if external_id is not None else {}
+        for item in self._pages(_user_path(user_id) + "/contacts", params, what=f"user {user_id}"):
+            yield _contact(item)
+
+    def get_contact(self, contact_id: str) -> CvContact:
+        return _contact(self._data("GET", _contact_path(contact_id), what=f"contact {contact_id}"))
+
+    def create_contact(self, user_id: str, fields: Mapping[str, Any]) -> CvContact:
+        """Create a private contact owned by the user; None values are left out."""
+        body = {k: v for k, v in _contact_body(fields, "create_contact").items() if v is not None}
+        data = self._data("POST", _user_path(user_id) + "/contacts", body=body, what=f"user {user_id}")
+        return _contact(data)
+
+    def update_contact(self, contact_id: str, changes: Mapping[str, Any]) -> CvContact:
+        """Send exactly the given keys. Visibility is the user's choice in ClearVox and is never sent."""
+        body = _contact_body(changes, "update_contact")
+        return _contact(self._data("PATCH", _contact_path(contact_id), body=body, what=f"contact {contact_id}"))
+
+    def delete_contact(self, contact_id: str) -> None:
+        """Delete a contact; ClearVoxNotFound when it is already gone."""
+        self._call("DELETE", _contact_path(contact_id), what=f"contact {contact_id}")
+
+    # -- HTTP ----------------------------------------------------------------
+    def _account_path(self) -> str:
+        return "/accounts/" + _seg(self.account_id)
+
+    def _pages(self, path: str, params: Mapping[str, str], *, what: str) -> Iterator[dict[str, Any]]:
+        page = 1
+        seen = 0
+        while True:
+            envelope = self._call("GET", path, params={**params, "page": str(page), "per_page": str(PAGE_SIZE)},
+                                  what=what)
+            items = envelope.get("data") or []
+            meta = envelope.get("meta") or {}
+            yield from items
+            seen += len(items)
+            per_page = int(meta.get("per_page") or PAGE_SIZE)
+            total = int(meta.get("total") or 0)
+            if not items or seen >= total or page * per_page >= total:
+                return
+            page += 1
+
+    def _data(self, method: str, path: str, *, what: str, body: Any = None) -> dict[str, Any]:
+        envelope = self._call(method, path, body=body, what=what)
+        data = envelope.get("data")
+        if not isinstance(data, dict):
+            raise ClearVoxError(f"ClearVox {method} {path} answered without a data object", 200, "bad_response")
+        return data
+
+    def _call(self, method: str, path: str, *, what: str, params: Mapping[str, str] | None = None,
+              body: Any = None) -> dict[str, Any]:
+        """One request; the parsed envelope on 2xx ({} when empty), else a typed error."""
+        kwargs: dict[str, Any] = {"params": dict(params) if params else None, "allow_redirects": False}
+        if body is not None:
+            kwargs["json"] = body
+        if self._verify is not None:
+            kwargs["verify"] = self._verify
+        started = time.monotonic()
+        try:
+            resp = self._session.request(method, self.base_url + path, **kwargs)
+        except requests.exceptions.SSLError as exc:
+            raise ClearVoxUnavailable(
+                f"cannot set up a trusted TLS connection to {self.base_url}: check NEXXT365_CLEARVOX_URL, and "
+                "REQUESTS_CA_BUNDLE when the PBX uses a private certificate authority", 0, "tls") from exc
+        except requests.exceptions.Timeout as exc:
+            raise ClearVoxUnavailable(
+                f"ClearVox at {self.base_url} did not answer {method} {path} in time; check NEXXT365_CLEARVOX_URL "
+                "and that the PBX is up (the next run retries)", 0, "timeout") from exc
+        except requests.exceptions.RequestException as exc:
+            raise ClearVoxUnavailable(
+                f"cannot reach ClearVox at {self.base_url} ({type(exc).__name__}): check NEXXT365_CLEARVOX_URL "
+                "and that the PBX is reachable from this app", 0, "unreachable") from exc
+        log.debug("clearvox %s %s -> %s in %.3fs", method, path, resp.status_code, time.monotonic() - started)
+        if 200 <= resp.status_code < 300:
+            if resp.status_code == 204 or not resp.content:
+                return {}
+            try:
+                envelope = resp.json()
+            except ValueError:
+                envelope = None
+            if not isinstance(envelope, dict):
+                raise ClearVoxError(f"ClearVox {method} {path} answered {resp.status_code} without a JSON object",
+                                    resp.status_code, "bad_response")
+            return envelope
+        raise self._error(resp, method, path, what)
+
+    def _error(self, resp: requests.Response, method: str, path: str, what: str) -> ClearVoxError:
+        status = resp.status_code
+        code, detail, fields = _error_body(resp)
+        detail = self._scrub(detail)
+        fields = {self._scrub(k): self._scrub(v) for k, v in fields.items()}
+        where = f"ClearVox {method} {path}"
+        if status == 401:
+            return ClearVoxUnauthorized(
+                f"ClearVox rejected the API key: check NEXXT365_CLEARVOX_API_KEY (create a new key in ClearVox "
+                f"Nexxt if it was revoked) [{where}: {status} {code or 'unauthorized'}]", status, code or "unauthorized")
+        if status == 403 and code == "license_required":
+            return LicenseRequired(
+                f"the account {self.account_id} has no active Office 365 licence: ask ClearVox Customer Care to "
+                f"activate the Office 365 koppeling for Company ID {self.account_id}", status, code)
+        if status == 403:
+            return ClearVoxForbidden(
+                f"ClearVox refused {method} {path} for account {self.account_id}: the API key may not act on this "
+                f"account; check NEXXT365_CLEARVOX_API_KEY and NEXXT365_CLEARVOX_ACCOUNT ({detail or code})",
+                status, code or "forbidden")
+        if status == 404 and what == "account":
+            return AccountNotFound(
+                f"ClearVox has no account {self.account_id}: check NEXXT365_CLEARVOX_ACCOUNT (the Company ID at "
+                "the end of /accounts/edit/<company-ID> in the ClearVox admin)", status, code or "not_found")
+        if status == 404:
+            return ClearVoxNotFound(f"ClearVox has no {what}", status, code or "not_found")
+        if status == 409 and code in ("email_taken", ""):
+            return EmailTaken(f"{where}: a ClearVox user with this email already exists ({detail or code})",
+                              status, code or "email_taken")
+        if status == 422:
+            listed = "; ".join(f"{k}: {v}" for k, v in sorted(fields.items())) or detail
+            return ValidationFailed(f"ClearVox rejected the {what.split()[0]} data: {listed}", status,
+                                    code or "validation_failed", fields)
+        if status == 429 or status >= 500:
+            return ClearVoxUnavailable(
+                f"{where}: ClearVox answered {status} {code} after {self.stats.retries} retries in this run; "
+                "the next run tries again", status, code or ("rate_limited" if status == 429 else "internal"))
+        return ClearVoxError(f"{where}: unexpected {status} {code} {detail}".rstrip(), status, code)
+
+    def _scrub(self, text: str) -> str:
+        """A server may echo the request; its words must not carry the key into logs."""
+        return text.replace(self._api_key, "***") if self._api_key else text
+
+
+def _api_root(base_url: str) -> str:
+    raw = (base_url or "").strip().rstrip("/")
+    parts = urlsplit(raw)
+    if parts.scheme != "https" or not parts.netloc or parts.query or parts.fragment:
+        raise ConfigError(f"NEXXT365_CLEARVOX_URL {base_url!r} is not an https URL. Example: https://pbx.example.nl")
+    return raw if raw.endswith(API_PREFIX) else raw + API_PREFIX
+
+
+def _seg(value: str) -> str:
+    """One path segment: an id can never reach another path."""
+    text = str(value)
+    if not text:
+        raise ValueError("an id must not be empty")
+    return quote(text, safe="")
+
+
+def _user_path(user_id: str) -> str:
+    return "/users/" + _seg(user_id)
+
+
+def _contact_path(contact_id: str) -> str:
+    return "/contacts/" + _seg(contact_id)
+
+
+def _checked(values: Mapping[str, Any], allowed: frozenset[str], op: str) -> Mapping[str, Any]:
+    unknown = sorted(set(values) - allowed)
+    if unknown:
+        raise ValueError(f"{op}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+    return values
+
+
+def _contact_body(values: Mapping[str, Any], op: str) -> dict[str, Any]:
+    if "visibility" in values:
+        raise ValueError(f"{op}: visibility is the user's choice in ClearVox and is never sent")
+    body: dict[str, Any] = {}
+    for key, value in _checked(values, _CONTACT_KEYS, op).items():
+        if key == "phone_numbers" and value is not None:
+            value = [_phone_json(p) for p in value]
+        elif key == "emails" and value is not None:
+            value = [str(e) for e in value]
+        body[_CONTACT_JSON[key]] = value
+    return body
+
+
+def _phone_json(phone: PhoneNumber) -> dict[str, str]:
+    if not isinstance(phone, PhoneNumber):
+        raise TypeError(f"phone_numbers holds PhoneNumber values, not {type(phone).__name__}")
+    return {"type": phone.type, "number": phone.number}
+
+
+def _error_body(resp: requests.Response) -> tuple[str, str, dict[str, str]]:
+    try:
+        payload = resp.json()
+    except ValueError:
+        return "", "", {}
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if not isinstance(error, dict):
+        return "", "", {}
+    fields = error.get("fields")
+    return (str(error.get("code") or ""), str(error.get("message") or ""),
+            {str(k): str(v) for k, v in fields.items()} if isinstance(fields, dict) else {})
+
+
+def _user(data: Mapping[str, Any]) -> CvUser:
+    return CvUser(
+        id=str(data["id"]),
+        first_name=data.get("first_name") or "",
+        last_name=data.get("last_name") or "",
+        email=data.get("email") or "",
+        external_application_id=data.get("external_application_id"),
+        active=bool(data.get("active", True)),
+        display_name=data.get("display_name"),
+        phone_number=data.get("phone_number"),
+        mobile_number=data.get("mobile_number"),
+        job_title=data.get("job_title"),
+        department=data.get("department"),
+        language=data.get("language") or "nl",
+    )
+
+
+def _contact(data: Mapping[str, Any]) -> CvContact:
+    return CvContact(
+        id=str(data["id"]),
+        owner_user_id=str(data["owner_user_id"]),
+        visibility=data.get("visibility") or "private",
+        display_name=data.get("display_name") or "",
+        external_id=data.get("external_id"),
+        first_name=data.get("first_name"),
+        last_name=data.get("last_name"),
+        company=data.get("company"),
+        job_title=data.get("job_title"),
+        emails=tuple(data.get("emails") or ()),
+        phone_numbers=tuple(PhoneNumber(p["type"], p["number"]) for p in data.get("phone_numbers") or ()),
+    )
+
+
+def _status(data: Mapping[str, Any]) -> CvStatus:
+    return CvStatus(status=data["status"], changed_at=_timestamp(data["changed_at"]), changed_by=data["changed_by"])
+
+
+def _timestamp(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

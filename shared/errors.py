@@ -111,3 +111,9 @@ class LeaseHeld(Nexxt365Error):
     """Another run of the same sync for the same tenant is in progress."""
 
     exit_code = EXIT_OK
+
+
+class AccountNotFound(ClearVoxNotFound):
+    """404 on the account itself: NEXXT365_CLEARVOX_ACCOUNT is wrong, unlike a missing user or contact."""
+
+    exit_code = EXIT_CONFIG

@@ -1,0 +1,179 @@
+"""The `nexxt365` command: doctor, sync, report unlinked, link, demo.
+
+Exit codes (ARCHITECTURE.md): 0 success, 1 the run finished with item
+failures, 2 configuration or permission error. Messages, never tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from shared.errors import EXIT_CONFIG, EXIT_ITEM_FAILURES, EXIT_OK, Nexxt365Error
+from shared.report import RunReport
+from shared.settings import Settings, Tenant
+from shared.state import Store
+
+
+def _parse_at(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--at {text!r} is not ISO-8601, e.g. 2026-11-30T09:15:00+01:00") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nexxt365", description="Microsoft 365 <-> ClearVox Nexxt connector.")
+    parser.add_argument("--tenant", help="in multi-customer mode: only this customer (RowKey of the tenants table)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="more logging (never secrets)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    doctor = sub.add_parser("doctor", help="check credentials, consent, permissions, ClearVox key/account/licence")
+    doctor.add_argument("--json", action="store_true")
+
+    sync = sub.add_parser("sync", help="run one sync now")
+    sync.add_argument("which", choices=["users", "contacts", "calendar"])
+    sync.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    sync.add_argument("--json", action="store_true", help="print one JSON object")
+    sync.add_argument("--at", type=_parse_at, help="calendar: evaluate as if it were this moment (ISO-8601)")
+    sync.add_argument("--user", help="users: sync this one user (email or object id) and explain every decision")
+    sync.add_argument("--confirm-deactivations", action="store_true", help="users: let a held mass deactivation through")
+    sync.add_argument("--confirm-deletions", action="store_true", help="contacts: let held mass deletions through")
+
+    report = sub.add_parser("report", help="reports")
+    report.add_argument("what", choices=["unlinked"])
+    report.add_argument("--csv", action="store_true", help="CSV for review and `nexxt365 link --csv`")
+
+    link = sub.add_parser("link", help="link the reviewed rows of `report unlinked --csv`")
+    link.add_argument("--csv", required=True, metavar="FILE")
+
+    sub.add_parser("demo", help="everything against the built-in sandbox")
+    return parser
+
+
+def _tenants(settings: Settings, only: str | None) -> list[Tenant]:
+    tenants = settings.tenants()
+    if only:
+        tenants = [t for t in tenants if t.key == only]
+        if not tenants:
+            raise Nexxt365Error(f"--tenant {only!r} is not in the tenants table.")
+    return tenants
+
+
+def cmd_doctor(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    from shared.doctor import render, run_doctor
+
+    store: Store | None
+    try:
+        store = Store(settings.state_connection())
+    except Nexxt365Error as exc:
+        print(f"  FAIL state storage: {exc}", file=out)
+        store = None
+    code = EXIT_OK if store is not None else EXIT_CONFIG
+    results: list[dict[str, Any]] = []
+    for tenant in _tenants(settings, args.tenant):
+        checks = run_doctor(tenant, store)
+        if not all(c.passed for c in checks):
+            code = EXIT_CONFIG
+        if args.json:
+            results.append({"tenant": tenant.key, "checks": [c.to_json() for c in checks]})
+        else:
+            print(render(tenant, checks), file=out)
+    if args.json:
+        print(json.dumps(results[0] if len(results) == 1 else {"tenants": results}, indent=2), file=out)
+    return code
+
+
+def cmd_sync(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    from shared import runner
+
+    store = Store(settings.state_connection())
+    extra = {"user": args.user, "confirm_deactivations": args.confirm_deactivations, "confirm_deletions": args.confirm_deletions}
+    reports = [runner.run(args.which, t, store, dry_run=args.dry_run, at=args.at, args=extra, respect_backoff=False)
+               for t in _tenants(settings, args.tenant)]
+    _print_reports(reports, args.json, out)
+    return max((r.exit_code for r in reports), default=EXIT_OK)
+
+
+def _print_reports(reports: Sequence[RunReport], as_json: bool, out: TextIO) -> None:
+    if as_json:
+        docs = [r.to_json() for r in reports]
+        print(json.dumps(docs[0] if len(docs) == 1 else {"tenants": docs}, indent=2, default=str), file=out)
+        return
+    for r in reports:
+        if r.plan_text:
+            print(r.plan_text, file=out)
+        print(human_summary(r), file=out)
+
+
+def human_summary(r: RunReport) -> str:
+    head = f"{r.sync} sync{' (dry run: nothing written)' if r.dry_run else ''} - tenant {r.tenant}"
+    if r.extra.get("not_run"):
+        return f"{head}: not run, {r.extra['not_run']}"
+    lines = [head,
+             f"  created {r.created}, updated {r.updated}, linked {r.linked}, deleted {r.deleted}, deactivated {r.deactivated}, "
+             f"unchanged {r.unchanged}, skipped {len(r.skipped)}, failed {len(r.failed)}"]
+    lines += [f"  skipped {s['id']}: {s['reason']}" for s in r.skipped[:50]]
+    if len(r.skipped) > 50:
+        lines.append(f"  ... and {len(r.skipped) - 50} more skipped (use --json for all)")
+    lines += [f"  warning {w['id']}: {w['reason']}" for w in r.warnings[:20]]
+    lines += [f"  FAILED {f['id']}: {f['reason']}" for f in r.failed[:50]]
+    if r.error:
+        lines.append(f"  ERROR: {r.error}")
+    lines.append(f"  requests: Graph {r.graph_requests}, ClearVox {r.clearvox_requests}, retries {r.retries}")
+    return "\n".join(lines)
+
+
+def cmd_report(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    from shared.sync.users import report_unlinked
+
+    store = Store(settings.state_connection())
+    for tenant in _tenants(settings, args.tenant):
+        report_unlinked(tenant, store, out, csv_format=args.csv)
+    return EXIT_OK
+
+
+def cmd_link(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    from shared.sync.users import link_from_csv
+
+    store = Store(settings.state_connection())
+    code = EXIT_OK
+    for tenant in _tenants(settings, args.tenant):
+        code = max(code, link_from_csv(tenant, store, args.csv, out))
+    return code
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    from shared.sandbox.demo import run_demo
+
+    return run_demo(out)
+
+
+COMMANDS = {"doctor": cmd_doctor, "sync": cmd_sync, "report": cmd_report, "link": cmd_link, "demo": cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None, settings: Settings | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = out or sys.stdout
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    logging.getLogger("azure").setLevel(logging.WARNING)
+    logging.getLogger("nexxt365").setLevel(logging.INFO if args.verbose else logging.WARNING)
+    try:
+        settings = settings or Settings()
+        return COMMANDS[args.command](args, settings, out)
+    except Nexxt365Error as exc:
+        print(f"nexxt365: {exc}", file=sys.stderr)
+        return exc.exit_code if exc.exit_code != EXIT_OK else EXIT_CONFIG
+    except KeyboardInterrupt:
+        return EXIT_ITEM_FAILURES
+
+
+if __name__ == "__main__":
+    sys.exit(main())

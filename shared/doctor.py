@@ -1,0 +1,133 @@
+"""`nexxt365 doctor`: every check a partner needs before the first sync, each with its fix."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from shared.clearvox import ClearVox
+from shared.errors import ClearVoxError, ClearVoxNotFound, ConsentError, GraphAuthError, GraphError, Nexxt365Error
+from shared.graph import CONSENT_STEP, PERMISSIONS, Graph
+from shared.settings import Tenant
+from shared.state import Store
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+EXPIRY_WARNING = timedelta(days=30)
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # OK | FAIL | WARN | SKIP
+    detail: str
+
+    @property
+    def passed(self) -> bool:
+        return self.status in ("OK", "WARN", "SKIP")
+
+    def to_json(self) -> dict[str, str]:
+        return {"check": self.name, "status": self.status, "detail": self.detail}
+
+
+def _attempt(name: str, fn: Callable[[], str]) -> Check:
+    try:
+        return Check(name, "OK", fn())
+    except Nexxt365Error as exc:
+        return Check(name, "FAIL", str(exc))
+    except Exception as exc:  # report, never a traceback
+        return Check(name, "FAIL", f"unexpected {type(exc).__name__}")
+
+
+def run_doctor(tenant: Tenant, store: Store | None, *, verify: str | bool | None = None, today: date | None = None) -> list[Check]:
+    """All checks for one tenant; later checks are skipped when what they need failed."""
+    checks: list[Check] = []
+    graph = Graph(tenant, verify=verify)
+    token = _attempt("Microsoft Entra token", lambda: (graph.token(), f"token issued for app {tenant.client_id} in {tenant.tenant}")[1])
+    checks.append(token)
+    roles: set[str] = set()
+    if token.passed:
+        roles = graph.roles()
+        for perm in PERMISSIONS:
+            if perm in roles:
+                checks.append(Check(f"permission {perm}", "OK", "granted with admin consent"))
+            else:
+                checks.append(Check(f"permission {perm}", "FAIL", f"{perm} is not granted. Fix: "
+                                    f"{CONSENT_STEP.format(app=tenant.client_id, perm=perm)}."))
+        if "User.Read.All" in roles:
+            checks.append(_attempt("Microsoft Graph users", lambda: _users_summary(graph)))
+        else:
+            checks.append(Check("Microsoft Graph users", "SKIP", "needs User.Read.All"))
+    else:
+        checks.append(Check("permissions", "SKIP", "needs a token"))
+    checks.append(_secret_expiry(tenant, today or datetime.now(UTC).date()))
+    cv = ClearVox(tenant.clearvox_url, tenant.clearvox_api_key(), tenant.clearvox_account, verify=verify)
+    checks.extend(_clearvox_checks(cv, tenant))
+    if store is not None:
+        checks.append(_attempt("state storage", lambda: (store.table("runs"), "tables reachable")[1]))
+    return checks
+
+
+def _users_summary(graph: Graph) -> str:
+    total = with_mail = 0
+    for user in graph.iter_items("/users", params={"$select": "id,mail,userPrincipalName", "$top": "999"}):
+        total += 1
+        if _EMAIL.match(str(user.get("mail") or "")):
+            with_mail += 1
+    without = total - with_mail
+    note = f"; {without} without an email in their contact info will be skipped (fill in Email in Entra ID > Users > Properties)" if without else ""
+    return f"{total} users, {with_mail} with a valid email{note}"
+
+
+def _secret_expiry(tenant: Tenant, today: date) -> Check:
+    try:
+        expires = tenant.secret_expiry()
+    except Nexxt365Error as exc:
+        return Check("client secret expiry", "WARN", str(exc))
+    if tenant.client_secret is None:
+        return Check("client secret expiry", "SKIP", "a certificate is used")
+    if expires is None:
+        return Check("client secret expiry", "WARN", "unknown: set NEXXT365_CLIENT_SECRET_EXPIRES (or the Key Vault secret's expiry) "
+                     "to the date shown in Certificates & secrets, so that doctor warns 30 days ahead")
+    left = (expires - today).days
+    if left < 0:
+        return Check("client secret expiry", "FAIL", f"the client secret expired on {expires}: create a new one in Entra ID > "
+                     "App registrations > Certificates & secrets and update NEXXT365_CLIENT_SECRET")
+    if timedelta(days=left) <= EXPIRY_WARNING:
+        return Check("client secret expiry", "WARN", f"the client secret expires on {expires} ({left} days): rotate it now "
+                     "(docs/deploy.md, 'Rotating the secret')")
+    return Check("client secret expiry", "OK", f"expires on {expires} ({left} days)")
+
+
+def _clearvox_checks(cv: ClearVox, tenant: Tenant) -> list[Check]:
+    try:
+        account = cv.get_account()
+    except ClearVoxNotFound:
+        return [Check("ClearVox API key", "OK", "accepted"),
+                Check("ClearVox account", "FAIL", f"account {tenant.clearvox_account!r} does not exist or is not visible to this key: "
+                      "check NEXXT365_CLEARVOX_ACCOUNT (the Company ID at the end of /accounts/edit/<company-ID>)")]
+    except ClearVoxError as exc:
+        return [Check("ClearVox API key", "FAIL", str(exc))]
+    except Exception as exc:
+        return [Check("ClearVox API key", "FAIL", f"unexpected {type(exc).__name__}")]
+    checks = [Check("ClearVox API key", "OK", "accepted"),
+              Check("ClearVox account", "OK", f"{account.name} ({account.id})")]
+    if account.office365:
+        checks.append(Check("ClearVox Office 365 licence", "OK", "active"))
+    else:
+        checks.append(Check("ClearVox Office 365 licence", "FAIL", f"not active for Company ID {account.id}: ask ClearVox Customer Care "
+                            "to activate the Office 365 koppeling licence"))
+    return checks
+
+
+def render(tenant: Tenant, checks: list[Check]) -> str:
+    lines = [f"nexxt365 doctor - tenant {tenant.tenant}, ClearVox account {tenant.clearvox_account}"]
+    for c in checks:
+        lines.append(f"  {c.status:<4} {c.name}: {c.detail}")
+    failed = sum(not c.passed for c in checks)
+    lines.append("  all checks passed" if not failed else f"  {failed} check(s) failed: fix them and run doctor again")
+    return "\n".join(lines)
+
+
+__all__ = ["Check", "ConsentError", "GraphAuthError", "GraphError", "render", "run_doctor"]

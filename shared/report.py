@@ -1,0 +1,96 @@
+"""The run report: counts and per-item reasons, stored in the runs table and printed by the CLI."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.errors import EXIT_CONFIG, EXIT_ITEM_FAILURES, EXIT_OK
+
+
+@dataclass
+class RunReport:
+    sync: str
+    tenant: str
+    dry_run: bool = False
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    created: int = 0
+    updated: int = 0
+    linked: int = 0
+    deleted: int = 0
+    deactivated: int = 0
+    unchanged: int = 0
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    failed: list[dict[str, str]] = field(default_factory=list)
+    warnings: list[dict[str, str]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None  # a run-level error (configuration, permission, outage)
+    error_exit: int = EXIT_OK
+    graph_requests: int = 0
+    clearvox_requests: int = 0
+    retries: int = 0
+    plan_text: str = ""
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count(self, what: str, n: int = 1) -> None:
+        with self._lock:
+            setattr(self, what, getattr(self, what) + n)
+
+    def add_skip(self, item_id: str, reason: str) -> None:
+        with self._lock:
+            self.skipped.append({"id": item_id, "reason": reason})
+
+    def add_failure(self, item_id: str, reason: str) -> None:
+        with self._lock:
+            self.failed.append({"id": item_id, "reason": reason})
+
+    def add_warning(self, item_id: str, reason: str) -> None:
+        with self._lock:
+            self.warnings.append({"id": item_id, "reason": reason})
+
+    def fail_run(self, message: str, exit_code: int = EXIT_CONFIG) -> None:
+        self.error = message
+        self.error_exit = exit_code
+
+    @property
+    def exit_code(self) -> int:
+        if self.error:
+            return self.error_exit or EXIT_ITEM_FAILURES
+        return EXIT_ITEM_FAILURES if self.failed else EXIT_OK
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "sync": self.sync,
+            "tenant": self.tenant,
+            "dry_run": self.dry_run,
+            "started": self.started.isoformat(),
+            "created": self.created,
+            "updated": self.updated,
+            "linked": self.linked,
+            "deleted": self.deleted,
+            "deactivated": self.deactivated,
+            "unchanged": self.unchanged,
+            "skipped": list(self.skipped),
+            "failed": list(self.failed),
+            "warnings": list(self.warnings),
+            "requests": {"graph": self.graph_requests, "clearvox": self.clearvox_requests, "retries": self.retries},
+            "exit_code": self.exit_code,
+        }
+        if self.error:
+            out["error"] = self.error
+        out.update(self.extra)
+        return out
+
+    def summary(self) -> str:
+        """One log line: the counts, never item details (those are in the runs table)."""
+        parts = [f"sync={self.sync}", f"tenant={self.tenant}", f"created={self.created}", f"updated={self.updated}",
+                 f"linked={self.linked}", f"deleted={self.deleted}", f"deactivated={self.deactivated}",
+                 f"skipped={len(self.skipped)}", f"failed={len(self.failed)}", f"graph_requests={self.graph_requests}",
+                 f"clearvox_requests={self.clearvox_requests}", f"retries={self.retries}"]
+        if self.dry_run:
+            parts.append("dry_run=true")
+        if self.error:
+            parts.append(f"error={self.error!r}")
+        return "nexxt365 run " + " ".join(parts)

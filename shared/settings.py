@@ -1,0 +1,334 @@
+"""App settings -> `Tenant` objects.
+
+Settings come from the environment (Azure app settings) and, for the CLI on a
+laptop, from `local.settings.json` ("Values"). In multi-customer mode
+(NEXXT365_TENANTS_TABLE) each customer is a row of that table and its
+secrets are Key Vault secret names, resolved lazily (never at import time).
+Every error names the setting and shows what a valid value looks like.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import date
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from shared.errors import ConfigError
+
+DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
+DEFAULT_GRAPH = "https://graph.microsoft.com"
+DEFAULT_SCHEDULES = {
+    "NEXXT365_USERS_SCHEDULE": "0 */15 * * * *",
+    "NEXXT365_CONTACTS_SCHEDULE": "0 */30 * * * *",
+    "NEXXT365_CALENDAR_SCHEDULE": "0 * * * * *",
+}
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_DOMAIN = re.compile(r"^(?=.{3,253}$)([a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]{2,63}$")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def parse_tenant(value: str) -> str:
+    """Tenant id or domain from a GUID, a domain, or a token endpoint URL as copied from the portal.
+
+    Accepts `https://login.microsoftonline.com/<tenant>/oauth2/token` (v1) and
+    `.../<tenant>/oauth2/v2.0/token` (v2), also with `/authorize` or without a path tail.
+    """
+    raw = (value or "").strip()
+    if not raw:
+        raise ConfigError(
+            "NEXXT365_TENANT is not set. Set it to the tenant ID (a GUID), the domain "
+            "(contoso.onmicrosoft.com) or the token endpoint URL from Entra ID > App registrations > Endpoints."
+        )
+    if raw.lower().startswith(("https://", "http://")):
+        parts = [p for p in urlsplit(raw).path.split("/") if p]
+        candidate = parts[0] if parts else ""
+    else:
+        candidate = raw.strip("/")
+    if _GUID.match(candidate):
+        return candidate.lower()
+    if _DOMAIN.match(candidate):
+        return candidate.lower()
+    raise ConfigError(
+        f"NEXXT365_TENANT {raw!r} is not a tenant ID, domain or token endpoint. Valid examples: "
+        "'72f988bf-86f1-41af-91ab-2d7cd011db47', 'contoso.onmicrosoft.com', "
+        "'https://login.microsoftonline.com/<tenant-id>/oauth2/v2.0/token'."
+    )
+
+
+def _url(name: str, value: str, example: str) -> str:
+    parts = urlsplit(value.strip())
+    if parts.scheme != "https" or not parts.netloc:
+        raise ConfigError(f"{name} {value!r} is not an https URL. Example: {example}")
+    return value.strip().rstrip("/")
+
+
+def _bool(name: str, value: str | None, default: bool) -> bool:
+    if value is None:
+        return default
+    v = value.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False if v else default
+    raise ConfigError(f"{name} {value!r} is not a boolean. Use true or false.")
+
+
+def _int(name: str, value: str | None, default: int, minimum: int = 0) -> int:
+    if value is None or not value.strip():
+        return default
+    try:
+        number = int(value.strip())
+    except ValueError:
+        raise ConfigError(f"{name} {value!r} is not a whole number. Example: {default}") from None
+    if number < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, not {number}.")
+    return number
+
+
+def _choice(name: str, value: str | None, choices: tuple[str, ...]) -> str:
+    if value is None or not value.strip():
+        return choices[0]
+    v = value.strip().lower()
+    if v not in choices:
+        raise ConfigError(f"{name} {value!r} is not one of: {', '.join(choices)}.")
+    return v
+
+
+@dataclass(frozen=True)
+class Options:
+    """Behaviour settings of the syncs (all optional)."""
+
+    full_sync_hours: int = 24
+    auto_link: bool = False
+    on_removed: str = "report"  # report | deactivate
+    max_deactivations: int = 10
+    users_group: str | None = None
+    include_guests: bool = False
+    include_disabled: bool = False
+    clearvox_concurrency: int = 8
+    default_region: str = "NL"
+    status_map: str | None = None  # parsed by the calendar sync
+    respect_manual: bool = False
+    calendar_lookahead: int = 0  # minutes; 0 = off
+
+    @classmethod
+    def from_values(cls, get: Callable[[str], str | None]) -> Options:
+        group = (get("NEXXT365_USERS_GROUP") or "").strip() or None
+        if group and not _GUID.match(group):
+            raise ConfigError(f"NEXXT365_USERS_GROUP {group!r} is not an Entra group object ID (a GUID).")
+        region = (get("NEXXT365_DEFAULT_REGION") or "NL").strip().upper()
+        if not re.fullmatch(r"[A-Z]{2}", region):
+            raise ConfigError(f"NEXXT365_DEFAULT_REGION {region!r} is not a two-letter country code such as NL or BE.")
+        return cls(
+            full_sync_hours=_int("NEXXT365_FULL_SYNC_HOURS", get("NEXXT365_FULL_SYNC_HOURS"), 24, 1),
+            auto_link=_bool("NEXXT365_AUTO_LINK", get("NEXXT365_AUTO_LINK"), False),
+            on_removed=_choice("NEXXT365_ON_REMOVED", get("NEXXT365_ON_REMOVED"), ("report", "deactivate")),
+            max_deactivations=_int("NEXXT365_MAX_DEACTIVATIONS", get("NEXXT365_MAX_DEACTIVATIONS"), 10, 0),
+            users_group=group.lower() if group else None,
+            include_guests=_bool("NEXXT365_INCLUDE_GUESTS", get("NEXXT365_INCLUDE_GUESTS"), False),
+            include_disabled=_bool("NEXXT365_INCLUDE_DISABLED", get("NEXXT365_INCLUDE_DISABLED"), False),
+            clearvox_concurrency=_int("NEXXT365_CLEARVOX_CONCURRENCY", get("NEXXT365_CLEARVOX_CONCURRENCY"), 8, 1),
+            default_region=region,
+            status_map=(get("NEXXT365_STATUS_MAP") or "").strip() or None,
+            respect_manual=_bool("NEXXT365_RESPECT_MANUAL", get("NEXXT365_RESPECT_MANUAL"), False),
+            calendar_lookahead=_int("NEXXT365_CALENDAR_LOOKAHEAD", get("NEXXT365_CALENDAR_LOOKAHEAD"), 0, 0),
+        )
+
+
+SecretResolver = Callable[[], str]
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """One customer: Microsoft 365 tenant + ClearVox account + behaviour options.
+
+    Secrets are callables so that Key Vault is only asked when a client is
+    built; `repr` never shows them.
+    """
+
+    key: str  # short, stable, unique per customer; prefixes every state partition
+    tenant: str  # tenant GUID or domain
+    client_id: str
+    clearvox_url: str
+    clearvox_account: str
+    client_secret: SecretResolver | None = field(default=None, repr=False)
+    client_certificate: SecretResolver | None = field(default=None, repr=False)
+    clearvox_api_key: SecretResolver = field(default=lambda: "", repr=False)
+    authority_host: str = DEFAULT_AUTHORITY
+    graph_url: str = DEFAULT_GRAPH
+    secret_expiry: Callable[[], date | None] = field(default=lambda: None, repr=False)
+    secret_expires_source: str = ""
+    options: Options = field(default_factory=Options)
+
+    @property
+    def authority(self) -> str:
+        return f"{self.authority_host}/{self.tenant}"
+
+    def with_options(self, **changes: Any) -> Tenant:
+        return replace(self, options=replace(self.options, **changes))
+
+
+def _fixed(value: str) -> SecretResolver:
+    return lambda: value
+
+
+def read_local_settings(path: Path | None = None) -> dict[str, str]:
+    """The "Values" of local.settings.json (the Functions Core Tools format), when present."""
+    path = path or Path.cwd() / "local.settings.json"
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid JSON ({exc}). Compare with local.settings.example.json.") from None
+    values = data.get("Values", {}) if isinstance(data, dict) else {}
+    return {str(k): str(v) for k, v in values.items() if v is not None}
+
+
+class Settings:
+    """Reads app settings: environment first, then local.settings.json."""
+
+    def __init__(self, env: Mapping[str, str] | None = None, local: Mapping[str, str] | None = None) -> None:
+        self.env: Mapping[str, str] = os.environ if env is None else env
+        self.local: Mapping[str, str] = read_local_settings() if local is None else local
+
+    def get(self, name: str) -> str | None:
+        value = self.env.get(name)
+        if value is None:
+            value = self.local.get(name)
+        return value
+
+    def require(self, name: str, hint: str) -> str:
+        value = (self.get(name) or "").strip()
+        if not value:
+            raise ConfigError(f"{name} is not set. {hint}")
+        return value
+
+    @property
+    def multi_tenant(self) -> bool:
+        return bool((self.get("NEXXT365_TENANTS_TABLE") or "").strip())
+
+    def state_connection(self) -> str:
+        value = (self.get("NEXXT365_STATE") or self.get("AzureWebJobsStorage") or "").strip()
+        if not value:
+            raise ConfigError(
+                "NEXXT365_STATE is not set (nor AzureWebJobsStorage). Set a Table Storage connection string, "
+                "e.g. 'UseDevelopmentStorage=true' for Azurite, or a table endpoint URL such as "
+                "'https://<account>.table.core.windows.net' used with the managed identity."
+            )
+        if value.lower().startswith("http") and not value.lower().startswith("https://") and "127.0.0.1" not in value:
+            raise ConfigError(f"NEXXT365_STATE {value!r} must be an https table endpoint or a connection string.")
+        return value
+
+    def options(self) -> Options:
+        return Options.from_values(self.get)
+
+    def single_tenant(self) -> Tenant:
+        """The customer described by the NEXXT365_* settings."""
+        tenant = parse_tenant(self.get("NEXXT365_TENANT") or "")
+        client_id = self.require("NEXXT365_CLIENT_ID", "Copy the Application (client) ID from Entra ID > App registrations > your app > Overview.")
+        if not _GUID.match(client_id):
+            raise ConfigError(f"NEXXT365_CLIENT_ID {client_id!r} is not a GUID. Copy the Application (client) ID from the app's Overview page.")
+        secret = (self.get("NEXXT365_CLIENT_SECRET") or "").strip()
+        cert = (self.get("NEXXT365_CLIENT_CERTIFICATE") or "").strip()
+        if not secret and not cert:
+            raise ConfigError(
+                "NEXXT365_CLIENT_SECRET is not set (nor NEXXT365_CLIENT_CERTIFICATE). Create a client secret in "
+                "Entra ID > App registrations > your app > Certificates & secrets and set its Value (not its ID)."
+            )
+        if cert and "PRIVATE KEY" not in cert:
+            raise ConfigError("NEXXT365_CLIENT_CERTIFICATE must be a PEM with the certificate and its private key.")
+        api_key = self.require("NEXXT365_CLEARVOX_API_KEY", "Create an API key in ClearVox Nexxt and set it here.")
+        return Tenant(
+            key=_tenant_key(tenant),
+            tenant=tenant,
+            client_id=client_id.lower(),
+            client_secret=_fixed(secret) if secret else None,
+            client_certificate=_fixed(cert) if cert else None,
+            clearvox_url=_url("NEXXT365_CLEARVOX_URL", self.require("NEXXT365_CLEARVOX_URL", "Example: https://pbx.example.nl"), "https://pbx.example.nl"),
+            clearvox_api_key=_fixed(api_key),
+            clearvox_account=self.require("NEXXT365_CLEARVOX_ACCOUNT", "Set the Company ID: the number at the end of /accounts/edit/<company-ID> in the ClearVox admin."),
+            authority_host=_url("NEXXT365_AUTHORITY_HOST", self.get("NEXXT365_AUTHORITY_HOST") or DEFAULT_AUTHORITY, DEFAULT_AUTHORITY),
+            graph_url=_url("NEXXT365_GRAPH_URL", self.get("NEXXT365_GRAPH_URL") or DEFAULT_GRAPH, DEFAULT_GRAPH),
+            secret_expiry=_fixed_date(_date("NEXXT365_CLIENT_SECRET_EXPIRES", self.get("NEXXT365_CLIENT_SECRET_EXPIRES"))),
+            secret_expires_source="NEXXT365_CLIENT_SECRET_EXPIRES",
+            options=self.options(),
+        )
+
+    def tenants(self) -> list[Tenant]:
+        """Every customer this app serves: one from settings, or the rows of the tenants table."""
+        if not self.multi_tenant:
+            return [self.single_tenant()]
+        from shared.tenants import load_tenants  # azure SDK imports only in this mode
+
+        return load_tenants(self)
+
+
+def _tenant_key(tenant: str) -> str:
+    """A short stable key for a tenant (its GUID, or a UUID5 of its domain)."""
+    if _GUID.match(tenant):
+        return tenant.replace("-", "")
+    return uuid.uuid5(uuid.NAMESPACE_DNS, tenant).hex
+
+
+def _fixed_date(value: date | None) -> Callable[[], date | None]:
+    return lambda: value
+
+
+def _date(name: str, value: str | None) -> date | None:
+    if not value or not value.strip():
+        return None
+    try:
+        return date.fromisoformat(value.strip()[:10])
+    except ValueError:
+        raise ConfigError(f"{name} {value!r} is not a date. Example: 2027-06-30") from None
+
+
+def tenant_from_row(
+    row: Mapping[str, Any],
+    options: Options,
+    secret: Callable[[str], SecretResolver],
+    expiry: Callable[[str], Callable[[], date | None]] | None = None,
+) -> Tenant:
+    """A Tenant from a tenants-table row; secret fields hold Key Vault secret *names*."""
+    name = str(row.get("RowKey") or "")
+    where = f"tenants table row {name!r}"
+
+    def need(col: str) -> str:
+        value = str(row.get(col) or "").strip()
+        if not value:
+            raise ConfigError(f"{where}: column {col} is empty.")
+        return value
+
+    tenant = parse_tenant(need("Tenant"))
+    secret_name = str(row.get("ClientSecretName") or "").strip()
+    cert_name = str(row.get("ClientCertificateName") or "").strip()
+    if not secret_name and not cert_name:
+        raise ConfigError(f"{where}: set ClientSecretName (the Key Vault secret holding the client secret).")
+    opts = options
+    overrides = {k[len("Option_"):]: v for k, v in row.items() if isinstance(k, str) and k.startswith("Option_")}
+    if overrides:
+        opts = Options.from_values(lambda n: str(overrides[n.removeprefix("NEXXT365_")]) if n.removeprefix("NEXXT365_") in overrides else None)
+    return Tenant(
+        key=re.sub(r"[^A-Za-z0-9]", "", name) or _tenant_key(tenant),
+        tenant=tenant,
+        client_id=need("ClientId").lower(),
+        client_secret=secret(secret_name) if secret_name else None,
+        client_certificate=secret(cert_name) if cert_name else None,
+        clearvox_url=_url(f"{where}: ClearVoxUrl", need("ClearVoxUrl"), "https://pbx.example.nl"),
+        clearvox_account=need("ClearVoxAccount"),
+        clearvox_api_key=secret(need("ClearVoxApiKeyName")),
+        authority_host=_url(f"{where}: AuthorityHost", str(row.get("AuthorityHost") or DEFAULT_AUTHORITY), DEFAULT_AUTHORITY),
+        graph_url=_url(f"{where}: GraphUrl", str(row.get("GraphUrl") or DEFAULT_GRAPH), DEFAULT_GRAPH),
+        secret_expiry=expiry(secret_name) if expiry and secret_name else _fixed_date(None),
+        secret_expires_source=f"Key Vault secret {secret_name}" if secret_name else "",
+        options=opts,
+    )

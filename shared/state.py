@@ -1,0 +1,223 @@
+"""State in Azure Table Storage: cursors, links, maps, presence ledger, runs, leases.
+
+One storage account serves every customer; each row's PartitionKey starts
+with the tenant key so customers never share a partition. Tables are created
+on first use. Writes of many rows go through table transactions (at most 100
+operations, one partition each).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import TableClient, TableServiceClient, UpdateMode
+
+from shared.errors import ConfigError
+
+TABLES = ("cursors", "links", "contactmap", "presence", "runs", "leases", "retries", "notices", "health")
+_BATCH = 100
+_SYSTEM = {"PartitionKey", "RowKey", "Timestamp", "etag"}
+_DEV_CONNECTION = "UseDevelopmentStorage=true"
+
+
+def table_service(connection: str, credential: Any = None) -> TableServiceClient:
+    """A service client from a connection string, or from a table endpoint URL with managed identity."""
+    conn = connection.strip()
+    if conn.lower().startswith(("https://", "http://")):
+        if credential is None:
+            from azure.identity import DefaultAzureCredential
+
+            credential = DefaultAzureCredential()
+        return TableServiceClient(endpoint=conn, credential=credential)
+    try:
+        return TableServiceClient.from_connection_string(conn)
+    except ValueError:
+        raise ConfigError("NEXXT365_STATE is not a valid Table Storage connection string or table endpoint URL.") from None
+
+
+def _clean(props: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in props.items():
+        if key in _SYSTEM or value is None:
+            continue
+        if isinstance(value, dict | list | tuple):
+            value = json.dumps(value)
+        out[key] = value
+    return out
+
+
+def _plain(entity: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in entity.items() if k not in _SYSTEM}
+
+
+def _safe_key(key: str) -> str:
+    """RowKey/PartitionKey may not contain / \\ # ? or control characters."""
+    return "".join("_" if c in "/\\#?" or ord(c) < 32 else c for c in key)
+
+
+class Store:
+    """Table clients for one storage account, shared by every tenant in a process."""
+
+    def __init__(self, connection: str, credential: Any = None, prefix: str = "nexxt365") -> None:
+        self.service = table_service(connection, credential)
+        self.prefix = prefix
+        self._tables: dict[str, TableClient] = {}
+        self._lock = threading.Lock()
+
+    def table(self, name: str) -> TableClient:
+        with self._lock:
+            client = self._tables.get(name)
+            if client is None:
+                client = self.service.get_table_client(f"{self.prefix}{name}")
+                try:
+                    client.create_table()
+                except ResourceExistsError:
+                    pass
+                except HttpResponseError as exc:
+                    if exc.status_code in (401, 403):
+                        raise ConfigError(
+                            "The state storage refused access (NEXXT365_STATE): check the connection string, or give the "
+                            "managed identity the Storage Table Data Contributor role."
+                        ) from None
+                    raise
+                self._tables[name] = client
+            return client
+
+    def for_tenant(self, tenant_key: str) -> State:
+        return State(self, tenant_key)
+
+
+@dataclass(frozen=True)
+class Lease:
+    sync: str
+    owner: str
+    expires: datetime
+
+
+class State:
+    """The rows of one tenant. Keys are RowKeys; `scope` sub-partitions a table (e.g. per user)."""
+
+    def __init__(self, store: Store, tenant_key: str) -> None:
+        self.store = store
+        self.tenant_key = tenant_key
+
+    def _pk(self, scope: str) -> str:
+        return _safe_key(f"{self.tenant_key}|{scope}" if scope else self.tenant_key)
+
+    # -- generic rows ----------------------------------------------------
+    def rows(self, table: str, scope: str = "") -> dict[str, dict[str, Any]]:
+        pk = self._pk(scope)
+        entities = self.store.table(table).query_entities("PartitionKey eq @pk", parameters={"pk": pk})
+        return {str(e["RowKey"]): _plain(e) for e in entities}
+
+    def get(self, table: str, key: str, scope: str = "") -> dict[str, Any] | None:
+        try:
+            return _plain(self.store.table(table).get_entity(self._pk(scope), _safe_key(key)))
+        except ResourceNotFoundError:
+            return None
+
+    def upsert(self, table: str, rows: Mapping[str, Mapping[str, Any]], scope: str = "") -> None:
+        pk = self._pk(scope)
+        ops: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+            ("upsert", {"PartitionKey": pk, "RowKey": _safe_key(k), **_clean(v)}, {"mode": UpdateMode.MERGE}) for k, v in rows.items()
+        ]
+        self._submit(table, ops)
+
+    def replace(self, table: str, rows: Mapping[str, Mapping[str, Any]], scope: str = "") -> None:
+        """Upsert that drops properties not given (for rows whose optional fields may disappear)."""
+        pk = self._pk(scope)
+        ops: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+            ("upsert", {"PartitionKey": pk, "RowKey": _safe_key(k), **_clean(v)}, {"mode": UpdateMode.REPLACE}) for k, v in rows.items()
+        ]
+        self._submit(table, ops)
+
+    def delete(self, table: str, keys: Iterable[str], scope: str = "") -> None:
+        pk = self._pk(scope)
+        client = self.store.table(table)
+        for key in keys:
+            try:
+                client.delete_entity(pk, _safe_key(key))
+            except ResourceNotFoundError:
+                pass
+
+    def _submit(self, table: str, ops: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> None:
+        client = self.store.table(table)
+        for i in range(0, len(ops), _BATCH):
+            chunk = ops[i : i + _BATCH]
+            if len(chunk) == 1:
+                _, entity, kw = chunk[0]
+                client.upsert_entity(entity, **kw)
+            else:
+                client.submit_transaction(chunk)  # type: ignore[arg-type]
+
+    # -- cursors ---------------------------------------------------------
+    def cursor(self, name: str) -> dict[str, Any] | None:
+        return self.get("cursors", name)
+
+    def set_cursor(self, name: str, delta_link: str, **extra: Any) -> None:
+        self.replace("cursors", {name: {"delta_link": delta_link, "updated_at": datetime.now(UTC), **extra}})
+
+    def clear_cursor(self, name: str) -> None:
+        self.delete("cursors", [name])
+
+    # -- runs ------------------------------------------------------------
+    def save_run(self, sync: str, report: Mapping[str, Any]) -> None:
+        """Newest first: RowKey sorts by inverted time."""
+        now = datetime.now(UTC)
+        inverted = f"{10**13 - int(now.timestamp() * 1000):013d}"
+        body = json.dumps(report)
+        if len(body) > 30000:  # a Table Storage string holds 32K characters
+            body = json.dumps({k: v for k, v in report.items() if not isinstance(v, list)} | {"truncated": True})
+        self.upsert("runs", {f"{inverted}-{sync}": {"sync": sync, "at": now, "report": body}})
+
+    # -- leases ----------------------------------------------------------
+    def acquire_lease(self, sync: str, duration: timedelta, owner: str | None = None) -> Lease | None:
+        """Take the (tenant, sync) lease, or None when another live run holds it.
+
+        Insert when absent; take over an expired lease only with the ETag we
+        read, so of two racing runs exactly one wins.
+        """
+        client = self.store.table("leases")
+        owner = owner or uuid.uuid4().hex
+        now = datetime.now(UTC)
+        entity = {"PartitionKey": self._pk(""), "RowKey": sync, "owner": owner, "expires": now + duration}
+        try:
+            client.create_entity(entity)
+            return Lease(sync, owner, entity["expires"])  # type: ignore[arg-type]
+        except ResourceExistsError:
+            pass
+        try:
+            current = client.get_entity(self._pk(""), sync)
+        except ResourceNotFoundError:
+            return None  # released meanwhile; the next timer tick will take it
+        expires = current.get("expires")
+        if isinstance(expires, datetime) and expires > now:
+            return None
+        try:
+            client.update_entity(entity, mode=UpdateMode.REPLACE, etag=current.metadata["etag"], match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, HttpResponseError) as exc:
+            if isinstance(exc, ResourceModifiedError) or exc.status_code == 412:
+                return None
+            raise
+        return Lease(sync, owner, entity["expires"])  # type: ignore[arg-type]
+
+    def release_lease(self, lease: Lease) -> None:
+        client = self.store.table("leases")
+        try:
+            current = client.get_entity(self._pk(""), lease.sync)
+        except ResourceNotFoundError:
+            return
+        if current.get("owner") != lease.owner:
+            return
+        try:
+            client.delete_entity(self._pk(""), lease.sync, etag=current.metadata["etag"], match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceNotFoundError, HttpResponseError):
+            pass

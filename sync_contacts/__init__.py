@@ -1,0 +1,15 @@
+"""Timer: the contacts sync for every configured tenant (schedule: NEXXT365_CONTACTS_SCHEDULE)."""
+
+from __future__ import annotations
+
+import azure.functions as func
+
+from shared import runner
+
+bp = func.Blueprint()
+
+
+@bp.timer_trigger(schedule="%NEXXT365_CONTACTS_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
+def sync_contacts(timer: func.TimerRequest) -> None:
+    """Thin on purpose: all logic is in shared/ and runs the same from the CLI and the tests."""
+    runner.run_all("contacts")
