@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import requests
+import urllib3
 
 from shared.errors import (
     AccountNotFound,
@@ -286,18 +287,8 @@ class ClearVox:
         started = time.monotonic()
         try:
             resp = self._session.request(method, self.base_url + path, **kwargs)
-        except requests.exceptions.SSLError as exc:
-            raise ClearVoxUnavailable(
-                f"cannot set up a trusted TLS connection to {self.base_url}: check NEXXT365_CLEARVOX_URL, and "
-                "REQUESTS_CA_BUNDLE when the PBX uses a private certificate authority", 0, "tls") from exc
-        except requests.exceptions.Timeout as exc:
-            raise ClearVoxUnavailable(
-                f"ClearVox at {self.base_url} did not answer {method} {path} in time; check NEXXT365_CLEARVOX_URL "
-                "and that the PBX is up (the next run retries)", 0, "timeout") from exc
         except requests.exceptions.RequestException as exc:
-            raise ClearVoxUnavailable(
-                f"cannot reach ClearVox at {self.base_url} ({type(exc).__name__}): check NEXXT365_CLEARVOX_URL "
-                "and that the PBX is reachable from this app", 0, "unreachable") from exc
+            raise self._unreachable(exc, method, path) from exc
         log.debug("clearvox %s %s -> %s in %.3fs", method, path, resp.status_code, time.monotonic() - started)
         if 200 <= resp.status_code < 300:
             if resp.status_code == 204 or not resp.content:
@@ -312,12 +303,29 @@ class ClearVox:
             return envelope
         raise self._error(resp, method, path, what)
 
+    def _unreachable(self, exc: requests.exceptions.RequestException, method: str, path: str) -> ClearVoxUnavailable:
+        if isinstance(exc, requests.exceptions.SSLError):
+            return ClearVoxUnavailable(
+                f"cannot set up a trusted TLS connection to {self.base_url}: check NEXXT365_CLEARVOX_URL, and "
+                "REQUESTS_CA_BUNDLE when the PBX uses a private certificate authority", 0, "tls")
+        if _timed_out(exc):
+            return ClearVoxUnavailable(
+                f"ClearVox at {self.base_url} did not answer {method} {path} in time: check NEXXT365_CLEARVOX_URL "
+                "and that the PBX is up (the next run tries again)", 0, "timeout")
+        return ClearVoxUnavailable(
+            f"cannot reach ClearVox at {self.base_url} ({type(exc).__name__}): check NEXXT365_CLEARVOX_URL "
+            "and that the PBX is reachable from this app", 0, "unreachable")
+
     def _error(self, resp: requests.Response, method: str, path: str, what: str) -> ClearVoxError:
         status = resp.status_code
         code, detail, fields = _error_body(resp)
         detail = self._scrub(detail)
         fields = {self._scrub(k): self._scrub(v) for k, v in fields.items()}
         where = f"ClearVox {method} {path}"
+        if 300 <= status < 400:  # never followed: the key would travel to wherever it points
+            return ClearVoxError(
+                f"{where}: ClearVox answered a {status} redirect; NEXXT365_CLEARVOX_URL must be the PBX's own https "
+                "address, e.g. https://pbx.example.nl", status, "redirect")
         if status == 401:
             return ClearVoxUnauthorized(
                 f"ClearVox rejected the API key: check NEXXT365_CLEARVOX_API_KEY (create a new key in ClearVox "
@@ -342,17 +350,27 @@ class ClearVox:
                               status, code or "email_taken")
         if status == 422:
             listed = "; ".join(f"{k}: {v}" for k, v in sorted(fields.items())) or detail
-            return ValidationFailed(f"ClearVox rejected the {what.split()[0]} data: {listed}", status,
+            return ValidationFailed(f"{where}: ClearVox rejected the data: {listed}", status,
                                     code or "validation_failed", fields)
         if status == 429 or status >= 500:
             return ClearVoxUnavailable(
-                f"{where}: ClearVox answered {status} {code} after {self.stats.retries} retries in this run; "
+                f"{where}: ClearVox still answered {status} ({code or 'no error code'}) after retrying; "
                 "the next run tries again", status, code or ("rate_limited" if status == 429 else "internal"))
         return ClearVoxError(f"{where}: unexpected {status} {code} {detail}".rstrip(), status, code)
 
     def _scrub(self, text: str) -> str:
         """A server may echo the request; its words must not carry the key into logs."""
         return text.replace(self._api_key, "***") if self._api_key else text
+
+
+def _timed_out(exc: requests.exceptions.RequestException) -> bool:
+    """requests reports a read timeout that exhausted the retries as a ConnectionError around urllib3's."""
+    if isinstance(exc, requests.exceptions.Timeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    # urllib3 2 still derives "connection refused" (NewConnectionError) from its TimeoutError
+    return isinstance(reason, urllib3.exceptions.TimeoutError) and not isinstance(
+        reason, urllib3.exceptions.NewConnectionError)
 
 
 def _api_root(base_url: str) -> str:

@@ -139,7 +139,7 @@ class Graph:
             from cryptography.hazmat.primitives import hashes
 
             cert = x509.load_pem_x509_certificate(pem.encode())
-            return {"private_key": pem, "thumbprint": cert.fingerprint(hashes.SHA1()).hex(), "public_certificate": None}  # noqa: S303
+            return {"private_key": pem, "thumbprint": cert.fingerprint(hashes.SHA1()).hex(), "public_certificate": None}
         if self.tenant.client_secret is not None:
             return self.tenant.client_secret()
         raise GraphAuthError("No client secret or certificate is configured (NEXXT365_CLIENT_SECRET).")
@@ -454,4 +454,4 @@ def _retry_after(headers: Mapping[str, str], attempt: int) -> float:
                 return min(float(v), MAX_ITEM_RETRY_AFTER)
             except ValueError:
                 break
-    return min(2.0 ** attempt, 8.0) + random.uniform(0, 0.5)  # noqa: S311 - jitter, not crypto
+    return min(2.0 ** attempt, 8.0) + random.uniform(0, 0.5)

@@ -57,10 +57,10 @@ class CountingRetry(Retry):
         return min(super().parse_retry_after(retry_after), self.max_retry_after)
 
     def increment(self, method: str | None = None, url: str | None = None, response: Any = None,
-                  error: Exception | None = None, _pool: Any = None, _stacktrace: Any = None) -> Retry:
+                  error: Exception | None = None, _pool: Any = None, _stacktrace: Any = None) -> CountingRetry:
         if self.stats is not None:
             self.stats.count_retry(getattr(response, "status", None))
-        return super().increment(method, url, response, error, _pool, _stacktrace)
+        return super().increment(method, url, response, error, _pool, _stacktrace)  # type: ignore[return-value]
 
 
 class CountingSession(requests.Session):
@@ -91,6 +91,7 @@ def make_session(
     retry = CountingRetry(
         total=retries,
         connect=2,
+        other=0,  # e.g. a certificate that fails verification will not pass on a retry
         read=0,  # a read timeout may mean the server acted: let the caller reconcile instead
         status=retries,
         status_forcelist=RETRY_STATUSES,

@@ -18,6 +18,7 @@ from typing import Any
 
 from shared.clearvox import ClearVox
 from shared.errors import (
+    AccountNotFound,
     EXIT_CONFIG,
     EXIT_ITEM_FAILURES,
     ClearVoxError,
@@ -45,7 +46,7 @@ SYNCS: dict[str, str] = {
 LEASES = {"users": timedelta(minutes=30), "contacts": timedelta(minutes=60), "calendar": timedelta(minutes=5)}
 MAX_BACKOFF = timedelta(hours=1)
 # Failures that repeat until an administrator fixes something: back off.
-_ADMIN_FIXES = (GraphAuthError, ConsentError, ClearVoxUnauthorized, ClearVoxForbidden, LicenseRequired, ConfigError)
+_ADMIN_FIXES = (AccountNotFound, GraphAuthError, ConsentError, ClearVoxUnauthorized, ClearVoxForbidden, LicenseRequired, ConfigError)
 
 
 @dataclass

@@ -1,0 +1,23 @@
+"""Real parts for integration tests: Azurite, the Graph and ClearVox simulators over HTTPS."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from shared.sandbox.azurite import Azurite
+from shared.state import Store
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    with Azurite() as az:
+        yield az
+
+
+@pytest.fixture
+def store(azurite: Azurite) -> Store:
+    """A fresh set of tables per test (unique prefix), so tests never see each other's state."""
+    return Store(azurite.connection_string, prefix=f"t{uuid.uuid4().hex[:10]}")
