@@ -35,10 +35,10 @@ trap 'rm -rf "$report"' EXIT
 echo "== checkov (bicep)"
 checkov --directory infra --framework bicep --skip-download --quiet --compact \
   --skip-path 'entra-app\.bicep$' \
-  --output cli --output json --output-file-path "console,$report"
+  --output cli --output json --output-file-path "console,$report/results.json"
 
 # A file checkov cannot parse is silently left out: fail on that too.
-"$python" - "$report/results_json.json" <<'PY'
+"$python" - "$report/results.json" <<'PY'
 import json, sys
 with open(sys.argv[1]) as f:
     data = json.load(f)

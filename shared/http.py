@@ -73,6 +73,9 @@ class CountingSession(requests.Session):
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         kwargs.setdefault("timeout", self.default_timeout)
+        if self.verify is not True:
+            # requests lets REQUESTS_CA_BUNDLE override Session.verify; an explicit bundle must win.
+            kwargs.setdefault("verify", self.verify)
         self.stats.count_request()
         return super().request(method, url, *args, **kwargs)
 

@@ -38,7 +38,7 @@ param maximumInstanceCount int = 40
 ])
 param instanceMemoryMB int = 2048
 
-@description('App settings (name to value); replaces every setting of the app.')
+@description('App settings (name to value); they replace every setting of the app.')
 param appSettings object
 
 @description('Tags for the plan and the app.')
@@ -86,6 +86,11 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
       ftpsState: 'Disabled'
       http20Enabled: true
       remoteDebuggingEnabled: false
+      // All settings of the app, replaced on every deployment.
+      appSettings: [for setting in items(appSettings): {
+        name: setting.key
+        value: setting.value
+      }]
     }
     functionAppConfig: {
       deployment: {
@@ -112,12 +117,6 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
 
 // Separate resources rather than nested children: the Bicep parser behind
 // checkov and tests/infra keeps only the last nested child of a resource.
-resource settings 'Microsoft.Web/sites/config@2024-04-01' = {
-  parent: app
-  name: 'appsettings'
-  properties: appSettings
-}
-
 // Publishing uses Entra ID (OIDC in the pipeline); shared FTP and scm passwords stay off.
 resource ftpCredentials 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
   parent: app

@@ -23,10 +23,11 @@ import json
 import math
 import os
 import re
+import threading
 import time
 import uuid
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
@@ -218,7 +219,10 @@ class GraphSim(GraphStore, SimServer):
 
     # -- lifecycle (typed for this class) ----------------------------------
     def start(self) -> GraphSim:
-        SimServer.start(self)
+        # a short poll interval makes stop() quick: tests start and stop one simulator each
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02},
+                                        name=type(self).__name__, daemon=True)
+        self._thread.start()
         return self
 
     def __enter__(self) -> GraphSim:
@@ -243,6 +247,13 @@ class GraphSim(GraphStore, SimServer):
                 if wanted:
                     self._epoch_modes[kind].append("reset" if reset else "expired")
                     self._delta_epoch[kind] += 1
+
+    def reset_stats(self) -> None:
+        """Forget the request log, the $batch sub-request log and the per-route counts."""
+        with self._data_lock:
+            self.clear_log()
+            self.batch_log.clear()
+            self.counts.clear()
 
     def expire_access_tokens(self) -> None:
         """Make every access token issued so far expired (Graph answers 401 until a new one is fetched)."""
@@ -290,12 +301,12 @@ class GraphSim(GraphStore, SimServer):
     def _identity(self, req: Request, segs: list[str]) -> Response:
         low = [s.lower() for s in segs]
         if low == ["common", "discovery", "instance"]:
+            # for clients that pass instance_discovery=f"{sim.url}/common/discovery/instance"
             self.counts["instance_discovery"] += 1
-            tenant = "common"
-            return Response(200, {"tenant_discovery_endpoint": f"{self.url}/{tenant}/v2.0/.well-known/openid-configuration",
-                                  "api-version": "1.1", "metadata": [{"preferred_network": urlsplit(self.url).netloc,
-                                                                      "preferred_cache": urlsplit(self.url).netloc,
-                                                                      "aliases": [urlsplit(self.url).netloc]}]})
+            host = urlsplit(self.url).netloc
+            return Response(200, {"tenant_discovery_endpoint": f"{self.url}/common/v2.0/.well-known/openid-configuration",
+                                  "api-version": "1.1",
+                                  "metadata": [{"preferred_network": host, "preferred_cache": host, "aliases": [host]}]})
         if len(segs) >= 2 and req.method == "GET" and low[1:] in (["v2.0", ".well-known", "openid-configuration"],
                                                                  [".well-known", "openid-configuration"]):
             self.counts["openid"] += 1
@@ -631,7 +642,7 @@ class GraphSim(GraphStore, SimServer):
         if folder_key is None:  # /contactFolders lists the folders inside the default Contacts folder
             default = self.folder(user.mailbox.contacts_folder_id)
             assert default is not None
-            return self._folder_list(req, [self._folder_json(f) for f in self._children(default)])
+            return self._folder_list(req, self._children(default))
         fid = user.mailbox.contacts_folder_id if folder_key.lower() == "contacts" else folder_key
         folder = self.folder(fid)
         if folder is None or folder.deleted or folder.user_id != user.id:
@@ -639,7 +650,7 @@ class GraphSim(GraphStore, SimServer):
         if op == "contactFolder":
             return Response(200, self._folder_json(folder))
         if op == "childFolders":
-            return self._folder_list(req, [self._folder_json(f) for f in self._children(folder)])
+            return self._folder_list(req, self._children(folder))
         if op == "contacts":
             return self._contact_list(req, folder)
         if op == "contacts.delta":
@@ -678,14 +689,17 @@ class GraphSim(GraphStore, SimServer):
         else:
             users = self.direct_users(gid)
             nested = [] if cast else [self.groups[m] for m in group.members if m in self.groups]
-        items: list[dict[str, Any]] = []
-        for u in users:
-            item = self._user_json(u, select)
-            items.append(item if cast else {"@odata.type": "#microsoft.graph.user", **item})
-        items.extend({"@odata.type": "#microsoft.graph.group", "id": g.id, "displayName": g.display_name}
-                     for g in nested)
+        members: list[Any] = [*users, *nested]
+
+        def render(member: Any) -> dict[str, Any]:
+            if not isinstance(member, User):
+                return {"@odata.type": "#microsoft.graph.group", "id": member.id, "displayName": member.display_name}
+            item = self._user_json(member, select)
+            return item if cast else {"@odata.type": "#microsoft.graph.user", **item}
+
         context = self._context("users", select) if cast else f"{self.url}/v1.0/$metadata#directoryObjects"
-        return self._offset_page(req, items, context, max_top=999, default_top=self.page_size, skiptoken=True)
+        return self._offset_page(req, members, render, context, max_top=999, default_top=self.page_size,
+                                 skiptoken=True)
 
     def _nested_groups(self, gid: str) -> list[Any]:
         seen: dict[str, None] = {}
@@ -928,13 +942,13 @@ class GraphSim(GraphStore, SimServer):
     def _folder_json(folder: ContactFolder) -> dict[str, Any]:
         return {"id": folder.id, "displayName": folder.display_name, "parentFolderId": folder.parent_id}
 
-    def _folder_list(self, req: Request, items: list[dict[str, Any]]) -> Response:
-        return self._offset_page(req, items, f"{self.url}/v1.0/$metadata#contactFolders",
+    def _folder_list(self, req: Request, folders: list[ContactFolder]) -> Response:
+        return self._offset_page(req, folders, self._folder_json, f"{self.url}/v1.0/$metadata#contactFolders",
                                  max_top=1000, default_top=self.outlook_page_size)
 
-    def _offset_page(self, req: Request, items: list[dict[str, Any]], context: str, *, max_top: int,
-                     default_top: int, skiptoken: bool = False) -> Response:
-        """A page of `items` by $top/$skip (Outlook style) or $skiptoken (directory style) - whichever came in."""
+    def _offset_page(self, req: Request, items: Sequence[Any], render: Callable[[Any], dict[str, Any]], context: str,
+                     *, max_top: int, default_top: int, skiptoken: bool = False) -> Response:
+        """One page of `items` (rendered lazily): Outlook pages by $top/$skip, the directory by $skiptoken."""
         q = self._query(req)
         top = self._top(req, default_top, max_top)
         offset = 0
@@ -943,7 +957,7 @@ class GraphSim(GraphStore, SimServer):
             offset = int(state.get("o", 0))
         elif "$skip" in q:
             offset = int(q["$skip"]) if q["$skip"].isdigit() else 0
-        body: dict[str, Any] = {"@odata.context": context, "value": items[offset:offset + top]}
+        body: dict[str, Any] = {"@odata.context": context, "value": [render(x) for x in items[offset:offset + top]]}
         if offset + top < len(items):
             params = {k: v for k, v in req.query.items() if k.lower() not in ("$skip", "$skiptoken")}
             if skiptoken:
@@ -979,9 +993,9 @@ class GraphSim(GraphStore, SimServer):
 
     def _contact_list(self, req: Request, folder: ContactFolder) -> Response:
         select = self._contact_select(req)
-        items = [self._contact_json(c, select) for c in (self.contact(cid) for cid in folder.contacts) if c]
-        return self._offset_page(req, items, f"{self.url}/v1.0/$metadata#contacts",
-                                 max_top=1000, default_top=self.outlook_page_size)
+        contacts = [c for c in (self.contact(cid) for cid in folder.contacts) if c]
+        return self._offset_page(req, contacts, lambda c: self._contact_json(c, select),
+                                 f"{self.url}/v1.0/$metadata#contacts", max_top=1000, default_top=self.outlook_page_size)
 
     def _contacts_delta(self, req: Request, folder: ContactFolder) -> Response:
         q = self._query(req)
@@ -1058,8 +1072,9 @@ class GraphSim(GraphStore, SimServer):
         tz_name, tz, headers = self._output_zone(req)
         raw_select = q.get("$select")
         select = [s.strip() for s in raw_select.split(",")] if raw_select else None
-        items = [self._event_json(o, tz_name, tz, user, select) for o in self.occurrences(user, start, end)]
-        resp = self._offset_page(req, items, f"{self.url}/v1.0/$metadata#users('{user.id}')/calendarView",
+        resp = self._offset_page(req, self.occurrences(user, start, end),
+                                 lambda o: self._event_json(o, tz_name, tz, user, select),
+                                 f"{self.url}/v1.0/$metadata#users('{user.id}')/calendarView",
                                  max_top=1000, default_top=self.outlook_page_size)
         resp.headers.update(headers)
         return resp

@@ -353,13 +353,19 @@ class GraphStore:
         """Change Graph user fields and/or the simulator flags (has_mailbox, mailbox_in_scope, time_zone)."""
         with self._data_lock:
             user = self._live_user(user_id)
+            flags = False
             for flag in ("has_mailbox", "mailbox_in_scope"):
                 if flag in fields:
                     setattr(user, flag, bool(fields.pop(flag)))
+                    flags = True
             if "time_zone" in fields:
                 tz = str(fields.pop("time_zone"))
                 zone(tz)
                 user.time_zone = tz
+                flags = True
+            if flags and not fields:
+                self._bump()  # a mailbox change: counted, but invisible to directory delta
+                return
             unknown = set(fields) - (USER_PROPERTIES - {"id"})
             if unknown:
                 raise TypeError(f"unknown or read-only user fields: {sorted(unknown)}")

@@ -77,6 +77,9 @@ class SimServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # headers and body go out as separate writes: without TCP_NODELAY, Nagle plus the
+            # client's delayed ACK add ~40 ms to every keep-alive request
+            disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: Any) -> None:
                 return

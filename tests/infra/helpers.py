@@ -35,8 +35,8 @@ def rel(path: Path) -> str:
 @cache
 def parse(path: Path) -> dict[str, Any]:
     """pycep's JSON of a .bicep file."""
-    result: dict[str, Any] = BicepParser().parse(text=path.read_text(encoding="utf-8"))
-    return result
+    result = BicepParser().parse(text=path.read_text(encoding="utf-8"))
+    return dict(result)
 
 
 def using_path(path: Path) -> Path:

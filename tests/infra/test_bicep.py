@@ -17,7 +17,6 @@ from tests.infra.helpers import (
     parse,
     parse_bicepparam,
     rel,
-    resolve,
     resources,
     using_path,
     variable,
@@ -150,8 +149,8 @@ def test_function_app_on_flex_consumption_with_the_user_assigned_identity() -> N
     assert tree["parameters"]["pythonVersion"]["default"] == "3.11"
     auth = config["deployment"]["storage"]["authentication"]
     assert auth == {"type": "UserAssignedIdentity", "userAssignedIdentityResourceId": "identityId"}
-    settings = res["settings"]["body"]
-    assert settings["name"] == "appsettings" and settings["properties"] == "appSettings"
+    loop = props["siteConfig"]["appSettings"]["loop_type"]["detail"]["array_name"]["function"]
+    assert loop == {"type": "items", "parameters": {"arg_1": "appSettings"}}, "app settings come from the parameter"
     for policy in ("ftpCredentials", "scmCredentials"):
         assert res[policy]["body"]["properties"] == {"allow": False}, policy
 
@@ -161,16 +160,17 @@ def test_main_waits_for_the_roles_before_the_app() -> None:
     assert "roles" in module["dependsOn"]
 
 
-def test_naming_fits_azure_limits_for_the_longest_customer() -> None:
-    # main.bicep: customer <= 12 characters, an 8-character suffix.
-    names = parse(MAIN)["variables"]["names"]["value"]
-    assert resolve(parse(MAIN), "names") == names
-    assert len("st" + "x" * 12 + "y" * 8) <= 24
-    assert len("kv-" + "x" * 12 + "-" + "y" * 8) <= 24
-    assert parse(MAIN)["parameters"]["customer"]["decorators"][1:] == [
-        {"type": "min_length", "argument": 2},
-        {"type": "max_length", "argument": 12},
-    ]
+def test_globally_unique_names_fit_their_limits() -> None:
+    # Storage accounts and vaults allow 24 characters; customer is at most 12, the suffix 8.
+    tree = parse(MAIN)
+    names = variable(tree, "names")
+    for key in ("storage", "keyVault"):
+        assert names[key]["function"]["type"] == "take", key
+        assert names[key]["function"]["parameters"]["number_to_take"] == 24, key
+    decorators = tree["parameters"]["customer"]["decorators"]
+    assert {"type": "max_length", "argument": 12} in decorators
+    suffix = variable(tree, "suffix")["function"]
+    assert suffix["type"] == "take" and suffix["parameters"]["number_to_take"] == 8
 
 
 def test_infra_has_no_stray_files() -> None:

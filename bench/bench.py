@@ -1,0 +1,74 @@
+"""Benchmark: wall time and request counts of each sync against the simulators.
+
+    python -m bench.bench [--users 10000] [--latency-ms 50] [--only users] [--json]
+
+Each sync issue adds its scenarios in bench/scenario_<sync>.py (a SCENARIOS
+dict of name -> function(BenchArgs) -> list[Result]).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Callable
+
+from bench.common import BenchArgs, Result
+from shared.sandbox.azurite import Azurite
+
+MODULES = ("bench.scenario_users", "bench.scenario_contacts", "bench.scenario_calendar")
+
+
+def scenarios() -> dict[str, Callable[[BenchArgs], list[Result]]]:
+    found: dict[str, Callable[[BenchArgs], list[Result]]] = {}
+    for name in MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        found.update(module.SCENARIOS)
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=10_000, help="users in the simulated tenant (users scenarios)")
+    parser.add_argument("--latency-ms", type=float, default=50.0, help="simulated latency per request on both simulators")
+    parser.add_argument("--contact-users", type=int, default=1_000)
+    parser.add_argument("--contacts-per-user", type=int, default=200)
+    parser.add_argument("--calendar-users", type=int, default=2_000)
+    parser.add_argument("--only", action="append", help="run only scenarios whose name starts with this (repeatable)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ns = parser.parse_args(argv)
+    table = scenarios()
+    chosen = [n for n in table if not ns.only or any(n.startswith(o) for o in ns.only)]
+    results: list[Result] = []
+    with Azurite() as az:
+        args = BenchArgs(users=ns.users, latency_ms=ns.latency_ms, contact_users=ns.contact_users,
+                         contacts_per_user=ns.contacts_per_user, calendar_users=ns.calendar_users, azurite=az.connection_string)
+        for name in chosen:
+            print(f"running {name} ...", file=sys.stderr, flush=True)
+            results.extend(table[name](args))
+    rows = [r.row() for r in results]
+    if ns.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(render_table(rows))
+    return 1 if any("error" in r for r in rows) else 0
+
+
+def render_table(rows: list[dict[str, object]]) -> str:
+    cols: list[str] = []
+    for row in rows:
+        cols += [c for c in row if c not in cols]
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
+    lines = ["  ".join(c.ljust(widths[c]) for c in cols), "  ".join("-" * widths[c] for c in cols)]
+    lines += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in cols) for r in rows]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Every app setting the code reads is set by main.bicep, secrets as Key Vault references."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+from tests.infra.helpers import MAIN, MODULES, ROOT, parse, variable
+
+SETTING = re.compile(r"NEXXT365_[A-Z0-9_]+")
+
+# Read by the code but deliberately not set by main.bicep.
+OPTIONAL = {
+    "NEXXT365_CLIENT_CERTIFICATE": "an alternative to the client secret; a customer who uses a certificate "
+    "adds it as a Key Vault reference by hand (docs/deploy.md)",
+}
+# Set by main.bicep although the code does not read it (yet).
+SET_FOR_PLATFORM = {
+    "NEXXT365_MANAGED_IDENTITY_CLIENT_ID": "client ID of the user-assigned identity for DefaultAzureCredential; "
+    "AZURE_CLIENT_ID carries the same value for the Azure SDK",
+}
+SECRETS = {"NEXXT365_CLIENT_SECRET", "NEXXT365_CLEARVOX_API_KEY"}
+# Not settings on Flex Consumption (functionAppConfig replaces them), or a shared-key connection string.
+FORBIDDEN = {
+    "FUNCTIONS_WORKER_RUNTIME",
+    "FUNCTIONS_EXTENSION_VERSION",
+    "WEBSITE_RUN_FROM_PACKAGE",
+    "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
+    "WEBSITE_CONTENTSHARE",
+    "AzureWebJobsStorage",
+}
+
+
+def code_files() -> list[Path]:
+    files = [*sorted((ROOT / "shared").rglob("*.py")), ROOT / "function_app.py"]
+    for blueprint in ("sync_users", "sync_contacts", "calendar_status"):
+        files += sorted((ROOT / blueprint).glob("*.py"))
+    return [f for f in files if f.is_file()]
+
+
+def settings_read_by_code() -> set[str]:
+    found: set[str] = set()
+    for path in code_files():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                found.update(SETTING.findall(node.value))
+    return found
+
+
+def app_settings() -> dict[str, object]:
+    settings = variable(parse(MAIN), "appSettings")
+    assert isinstance(settings, dict)
+    return settings
+
+
+def test_code_settings_are_found() -> None:
+    found = settings_read_by_code()
+    assert {"NEXXT365_TENANT", "NEXXT365_CLIENT_ID", "NEXXT365_STATE"} <= found, "scan of shared/ found too little"
+
+
+def test_every_setting_the_code_reads_is_set() -> None:
+    missing = sorted(settings_read_by_code() - set(app_settings()) - set(OPTIONAL))
+    assert not missing, f"main.bicep does not set {missing}; add them to appSettings (or to OPTIONAL with a reason)"
+
+
+def test_every_nexxt365_setting_is_known_to_the_code() -> None:
+    # Catches a misspelt setting name in main.bicep.
+    ours = {name for name in app_settings() if name.startswith("NEXXT365_")}
+    unknown = sorted(ours - settings_read_by_code() - set(SET_FOR_PLATFORM))
+    assert not unknown, f"main.bicep sets {unknown}, which no code reads"
+
+
+def test_secrets_are_key_vault_references() -> None:
+    settings = app_settings()
+    for name in SECRETS:
+        value = settings[name]
+        assert isinstance(value, str) and value.startswith("@Microsoft.KeyVault(SecretUri="), name
+        assert value.endswith(")"), name
+
+
+def test_flex_consumption_host_settings() -> None:
+    settings = app_settings()
+    assert settings["AzureWebJobsStorage__credential"] == "managedidentity"
+    for name in (
+        "AzureWebJobsStorage__accountName",
+        "AzureWebJobsStorage__clientId",
+        "AZURE_CLIENT_ID",
+        "APPLICATIONINSIGHTS_CONNECTION_STRING",
+        "NEXXT365_MANAGED_IDENTITY_CLIENT_ID",
+    ):
+        assert name in settings, name
+    auth = settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"]
+    assert isinstance(auth, str) and auth.startswith("ClientId=${identity.outputs.clientId}") and "AAD" in auth
+    assert not FORBIDDEN & set(settings)
+
+
+def test_documented_defaults() -> None:
+    params = parse(MAIN)["parameters"]
+    defaults = {
+        "usersSchedule": "0 */15 * * * *",
+        "contactsSchedule": "0 */30 * * * *",
+        "calendarSchedule": "0 * * * * *",
+        "authorityHost": "https://login.microsoftonline.com",
+        "graphUrl": "https://graph.microsoft.com",
+        "tenantsTable": "",
+    }
+    for name, value in defaults.items():
+        assert params[name]["default"] == value, name
+
+
+def test_settings_reach_the_function_app() -> None:
+    module = parse(MAIN)["modules"]["functionApp"]
+    assert module["detail"]["path"] == "modules/functionapp.bicep"
+    assert module["config"]["params"]["appSettings"] == "appSettings"
+    assert parse(MODULES / "functionapp.bicep")["parameters"]["appSettings"]["type"] == "object"
+
+
+def test_outputs_are_named_after_the_settings_they_feed() -> None:
+    outputs = parse(MAIN)["outputs"]
+    for name in app_settings():
+        if not name.startswith("NEXXT365_") or name in SECRETS:
+            continue
+        assert name in outputs, f"output {name} missing: the smoke test runs doctor with the outputs"
+        operands = outputs[name]["value"]["operator"]["operands"]
+        assert (operands["operand_1"], operands["operand_2"]) == ("appSettings", name), name
+    assert not SECRETS & set(outputs), "secrets must not be deployment outputs"
+    assert {"AZURE_FUNCTIONAPP_NAME", "AZURE_KEY_VAULT_NAME"} <= set(outputs)

@@ -1,0 +1,74 @@
+"""entra-app.bicep: the app registration with admin consent for exactly the three Graph permissions."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from tests.infra.helpers import ENTRA_APP, INFRA, parse, resolve, resources, variable
+
+GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
+# Microsoft Graph application permissions (app roles), from Microsoft's permissions reference.
+PERMISSIONS = {
+    "df021288-bdef-4463-88db-98f22de89214": "User.Read.All",
+    "798ee544-9d2d-430c-a058-570e29e34338": "Calendars.Read",
+    "089fe4d0-434a-44c5-8827-41ba8a0b17f5": "Contacts.Read",
+}
+
+
+def test_uses_the_graph_extension_declared_in_bicepconfig() -> None:
+    assert parse(ENTRA_APP)["extensions"], "entra-app.bicep must declare `extension microsoftGraphV1`"
+    assert re.search(r"^extension microsoftGraphV1\s*$", ENTRA_APP.read_text(encoding="utf-8"), re.MULTILINE)
+    text = (INFRA / "bicepconfig.json").read_text(encoding="utf-8")
+    config = json.loads(re.sub(r"^\s*//.*$", "", text, flags=re.MULTILINE))  # bicepconfig allows // comments
+    reference = config["extensions"]["microsoftGraphV1"]
+    assert re.fullmatch(r"br:mcr\.microsoft\.com/bicep/extensions/microsoftgraph/v1\.0:\d+\.\d+\.\d+", reference)
+
+
+def test_grants_exactly_the_three_application_permissions() -> None:
+    tree = parse(ENTRA_APP)
+    res = resources(tree)
+    graph = [n for n, r in res.items() if r["type"] == "Microsoft.Graph/servicePrincipals" and r["existing"]]
+    assert len(graph) == 1
+    assert resolve(tree, res[graph[0]]["body"]["appId"]) == GRAPH_APP_ID
+    apps = [n for n, r in res.items() if r["type"] == "Microsoft.Graph/applications" and not r["existing"]]
+    sps = [n for n, r in res.items() if r["type"] == "Microsoft.Graph/servicePrincipals" and not r["existing"]]
+    assert len(apps) == 1 and len(sps) == 1
+    sp_app = res[sps[0]]["body"]["appId"]["operator"]["operands"]
+    assert (sp_app["operand_1"], sp_app["operand_2"]) == (apps[0], "appId")
+
+    granted = []
+    for name, r in res.items():
+        if r["type"] != "Microsoft.Graph/appRoleAssignedTo":
+            continue
+        body = r["body"]
+        principal = body["principalId"]["operator"]["operands"]
+        target = body["resourceId"]["operator"]["operands"]
+        assert (principal["operand_1"], principal["operand_2"]) == (sps[0], "id"), name
+        assert (target["operand_1"], target["operand_2"]) == (graph[0], "id"), name
+        granted.append(resolve(tree, body["appRoleId"]))
+    assert sorted(granted) == sorted(PERMISSIONS), {PERMISSIONS.get(g, g) for g in granted}
+
+
+def test_declares_the_same_permissions_as_required_resource_access() -> None:
+    tree = parse(ENTRA_APP)
+    app = next(r for r in resources(tree).values() if r["type"] == "Microsoft.Graph/applications")
+    (access,) = app["body"]["requiredResourceAccess"]
+    assert resolve(tree, access["resourceAppId"]) == GRAPH_APP_ID
+    assert {resolve(tree, a["id"]) for a in access["resourceAccess"]} == set(PERMISSIONS)
+    assert {a["type"] for a in access["resourceAccess"]} == {"Role"}
+    assert app["body"]["signInAudience"] == "AzureADMyOrg"
+
+
+def test_no_federated_credential_and_nothing_else() -> None:
+    types = {r["type"] for r in resources(parse(ENTRA_APP)).values()}
+    assert types == {
+        "Microsoft.Graph/applications",
+        "Microsoft.Graph/servicePrincipals",
+        "Microsoft.Graph/appRoleAssignedTo",
+    }
+
+
+def test_permission_ids_are_named_variables() -> None:
+    tree = parse(ENTRA_APP)
+    assert {variable(tree, n) for n in ("userReadAll", "calendarsRead", "contactsRead")} == set(PERMISSIONS)
