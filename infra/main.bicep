@@ -133,7 +133,7 @@ param maximumInstanceCount int = 40
 @description('Days Log Analytics keeps logs.')
 @minValue(30)
 @maxValue(730)
-param logRetentionInDays int = 90
+param logRetentionInDays int = 30
 
 @description('Object ID of the deployment pipeline\'s identity, allowed to read the secrets and state for the smoke test. Empty grants nothing.')
 param deployerPrincipalId string = ''

@@ -76,7 +76,8 @@ def _users_summary(graph: Graph) -> str:
         if _EMAIL.match(str(user.get("mail") or "")):
             with_mail += 1
     without = total - with_mail
-    note = f"; {without} without an email in their contact info will be skipped (fill in Email in Entra ID > Users > Properties)" if without else ""
+    note = (f"; {without} without an email in their contact info will be skipped "
+            "(fill in Email in Entra ID > Users > Properties)") if without else ""
     return f"{total} users, {with_mail} with a valid email{note}"
 
 

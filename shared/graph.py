@@ -30,7 +30,8 @@ from shared.settings import Tenant
 log = logging.getLogger(__name__)
 
 PERMISSIONS = ("User.Read.All", "Contacts.Read", "Calendars.Read")
-CONSENT_STEP = "Entra ID > App registrations > {app} > API permissions > Add a permission > Microsoft Graph > Application permissions > {perm}, then 'Grant admin consent'"
+CONSENT_STEP = ("Entra ID > App registrations > {app} > API permissions > Add a permission > Microsoft Graph > "
+                "Application permissions > {perm}, then 'Grant admin consent'")
 BATCH_LIMIT = 20
 SCHEDULE_LIMIT = 20
 MAILBOX_CONCURRENCY = 4
@@ -225,7 +226,8 @@ class Graph:
                                  "check NEXXT365_GRAPH_URL and the network. The next run retries.") from None
             if resp.status_code == 401 and attempt == 0:
                 with self._lock:
-                    self._token = None  # expired or revoked: fetch a fresh one once
+                    self._token = None  # expired or revoked: fetch a fresh one once, bypassing msal's cache
+                    self._app = None
                 continue
             break
         payload: Any = None
@@ -273,7 +275,8 @@ class Graph:
         return GraphError(f"Microsoft Graph {short} failed ({detail[:300]}).", status, code)
 
     # -- paging and delta ------------------------------------------------
-    def iter_items(self, path: str, params: Mapping[str, Any] | None = None, headers: Mapping[str, str] | None = None) -> Iterator[dict[str, Any]]:
+    def iter_items(self, path: str, params: Mapping[str, Any] | None = None,
+                   headers: Mapping[str, str] | None = None) -> Iterator[dict[str, Any]]:
         """Every item of a collection, following @odata.nextLink."""
         page = self.get(path, params=params, headers=headers)
         while True:

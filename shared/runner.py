@@ -18,9 +18,9 @@ from typing import Any
 
 from shared.clearvox import ClearVox
 from shared.errors import (
-    AccountNotFound,
     EXIT_CONFIG,
     EXIT_ITEM_FAILURES,
+    AccountNotFound,
     ClearVoxError,
     ClearVoxForbidden,
     ClearVoxUnauthorized,

@@ -43,11 +43,14 @@ class KeyVault:
         try:
             secret = self._secret_client().get_secret(name)
         except ResourceNotFoundError:
-            raise ConfigError(f"Key Vault {self.vault_url} has no secret named {name!r}. Add it, or fix the name in the tenants table.") from None
+            raise ConfigError(f"Key Vault {self.vault_url} has no secret named {name!r}. "
+                              "Add it, or fix the name in the tenants table.") from None
         except ClientAuthenticationError:
-            raise ConfigError(f"Could not authenticate to Key Vault {self.vault_url}: check the managed identity (Key Vault Secrets User role).") from None
+            raise ConfigError(f"Could not authenticate to Key Vault {self.vault_url}: "
+                              "check the managed identity (Key Vault Secrets User role).") from None
         except HttpResponseError as exc:
-            raise ConfigError(f"Key Vault {self.vault_url} refused secret {name!r} (HTTP {exc.status_code}): the identity needs the Key Vault Secrets User role.") from None
+            raise ConfigError(f"Key Vault {self.vault_url} refused secret {name!r} (HTTP {exc.status_code}): "
+                              "the identity needs the Key Vault Secrets User role.") from None
         expires = secret.properties.expires_on.date() if secret.properties.expires_on else None
         value = (str(secret.value or ""), expires)
         with self._lock:

@@ -234,9 +234,11 @@ class Settings:
     def single_tenant(self) -> Tenant:
         """The customer described by the NEXXT365_* settings."""
         tenant = parse_tenant(self.get("NEXXT365_TENANT") or "")
-        client_id = self.require("NEXXT365_CLIENT_ID", "Copy the Application (client) ID from Entra ID > App registrations > your app > Overview.")
+        client_id = self.require("NEXXT365_CLIENT_ID",
+                                 "Copy the Application (client) ID from Entra ID > App registrations > your app > Overview.")
         if not _GUID.match(client_id):
-            raise ConfigError(f"NEXXT365_CLIENT_ID {client_id!r} is not a GUID. Copy the Application (client) ID from the app's Overview page.")
+            raise ConfigError(f"NEXXT365_CLIENT_ID {client_id!r} is not a GUID. "
+                              "Copy the Application (client) ID from the app's Overview page.")
         secret = (self.get("NEXXT365_CLIENT_SECRET") or "").strip()
         cert = (self.get("NEXXT365_CLIENT_CERTIFICATE") or "").strip()
         if not secret and not cert:
@@ -253,10 +255,13 @@ class Settings:
             client_id=client_id.lower(),
             client_secret=_fixed(secret) if secret else None,
             client_certificate=_fixed(cert) if cert else None,
-            clearvox_url=_url("NEXXT365_CLEARVOX_URL", self.require("NEXXT365_CLEARVOX_URL", "Example: https://pbx.example.nl"), "https://pbx.example.nl"),
+            clearvox_url=_url("NEXXT365_CLEARVOX_URL", self.require("NEXXT365_CLEARVOX_URL", "Example: https://pbx.example.nl"),
+                              "https://pbx.example.nl"),
             clearvox_api_key=_fixed(api_key),
-            clearvox_account=self.require("NEXXT365_CLEARVOX_ACCOUNT", "Set the Company ID: the number at the end of /accounts/edit/<company-ID> in the ClearVox admin."),
-            authority_host=_url("NEXXT365_AUTHORITY_HOST", self.get("NEXXT365_AUTHORITY_HOST") or DEFAULT_AUTHORITY, DEFAULT_AUTHORITY),
+            clearvox_account=self.require("NEXXT365_CLEARVOX_ACCOUNT",
+                                          "Set the Company ID: the number at the end of /accounts/edit/<company-ID> in ClearVox."),
+            authority_host=_url("NEXXT365_AUTHORITY_HOST", self.get("NEXXT365_AUTHORITY_HOST") or DEFAULT_AUTHORITY,
+                                DEFAULT_AUTHORITY),
             graph_url=_url("NEXXT365_GRAPH_URL", self.get("NEXXT365_GRAPH_URL") or DEFAULT_GRAPH, DEFAULT_GRAPH),
             secret_expiry=_fixed_date(_date("NEXXT365_CLIENT_SECRET_EXPIRES", self.get("NEXXT365_CLIENT_SECRET_EXPIRES"))),
             secret_expires_source="NEXXT365_CLIENT_SECRET_EXPIRES",
@@ -316,7 +321,8 @@ def tenant_from_row(
     opts = options
     overrides = {k[len("Option_"):]: v for k, v in row.items() if isinstance(k, str) and k.startswith("Option_")}
     if overrides:
-        opts = Options.from_values(lambda n: str(overrides[n.removeprefix("NEXXT365_")]) if n.removeprefix("NEXXT365_") in overrides else None)
+        opts = Options.from_values(
+            lambda n: str(overrides[n.removeprefix("NEXXT365_")]) if n.removeprefix("NEXXT365_") in overrides else None)
     return Tenant(
         key=re.sub(r"[^A-Za-z0-9]", "", name) or _tenant_key(tenant),
         tenant=tenant,
@@ -326,7 +332,8 @@ def tenant_from_row(
         clearvox_url=_url(f"{where}: ClearVoxUrl", need("ClearVoxUrl"), "https://pbx.example.nl"),
         clearvox_account=need("ClearVoxAccount"),
         clearvox_api_key=secret(need("ClearVoxApiKeyName")),
-        authority_host=_url(f"{where}: AuthorityHost", str(row.get("AuthorityHost") or DEFAULT_AUTHORITY), DEFAULT_AUTHORITY),
+        authority_host=_url(f"{where}: AuthorityHost", str(row.get("AuthorityHost") or DEFAULT_AUTHORITY),
+                            DEFAULT_AUTHORITY),
         graph_url=_url(f"{where}: GraphUrl", str(row.get("GraphUrl") or DEFAULT_GRAPH), DEFAULT_GRAPH),
         secret_expiry=expiry(secret_name) if expiry and secret_name else _fixed_date(None),
         secret_expires_source=f"Key Vault secret {secret_name}" if secret_name else "",

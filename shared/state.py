@@ -202,7 +202,8 @@ class State:
         if isinstance(expires, datetime) and expires > now:
             return None
         try:
-            client.update_entity(entity, mode=UpdateMode.REPLACE, etag=current.metadata["etag"], match_condition=MatchConditions.IfNotModified)
+            client.update_entity(entity, mode=UpdateMode.REPLACE, etag=current.metadata["etag"],
+                                 match_condition=MatchConditions.IfNotModified)
         except (ResourceModifiedError, HttpResponseError) as exc:
             if isinstance(exc, ResourceModifiedError) or exc.status_code == 412:
                 return None

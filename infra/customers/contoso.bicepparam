@@ -1,6 +1,8 @@
 // Example customer. One file per customer; the pipeline deploys each file to
 // resource group rg-nexxt365-<file name>. No secrets here: the client secret
 // and the ClearVox API key go into the customer's Key Vault (docs/deploy.md).
+// The next line keeps this example out of the pipeline; drop it in a copy.
+// nexxt365: example, not deployed
 using '../main.bicep'
 
 param customer = 'contoso'

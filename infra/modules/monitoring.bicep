@@ -14,7 +14,7 @@ param location string
 @description('Days the workspace keeps logs.')
 @minValue(30)
 @maxValue(730)
-param retentionInDays int = 90
+param retentionInDays int = 30
 
 @description('Tags for the resources.')
 param tags object = {}

@@ -26,9 +26,11 @@ resource secret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
   properties: {
     value: value
     contentType: 'text/plain'
-    attributes: {
+    attributes: expiresEpoch > 0 ? {
       enabled: true
-      exp: expiresEpoch > 0 ? expiresEpoch : null
+      exp: expiresEpoch
+    } : {
+      enabled: true
     }
   }
 }

@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def connection_string(port: int, host: str = "127.0.0.1") -> str:
-    return f"DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};TableEndpoint=http://{host}:{port}/{DEV_ACCOUNT};"
+    return (f"DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};"
+            f"TableEndpoint=http://{host}:{port}/{DEV_ACCOUNT};")
 
 
 def _free_port() -> int:
@@ -57,7 +58,8 @@ class Azurite:
     def start(self) -> Azurite:
         cmd = [_binary(), "--inMemoryPersistence", "--silent", "--disableTelemetry", "--skipApiVersionCheck",
                "--tableHost", "127.0.0.1", "--tablePort", str(self.port)]
-        self.proc = subprocess.Popen(cmd, cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "NODE_NO_WARNINGS": "1"})
+        self.proc = subprocess.Popen(cmd, cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     env={**os.environ, "NODE_NO_WARNINGS": "1"})
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

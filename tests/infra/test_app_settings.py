@@ -12,8 +12,8 @@ SETTING = re.compile(r"NEXXT365_[A-Z0-9_]+")
 
 # Read by the code but deliberately not set by main.bicep.
 OPTIONAL = {
-    "NEXXT365_CLIENT_CERTIFICATE": "an alternative to the client secret; a customer who uses a certificate "
-    "adds it as a Key Vault reference by hand (docs/deploy.md)",
+    "NEXXT365_CLIENT_CERTIFICATE": "an alternative to the client secret that this deployment does not offer: "
+    "every customer signs in with a client secret (a certificate would need its own parameter and Key Vault reference)",
 }
 # Set by main.bicep although the code does not read it (yet).
 SET_FOR_PLATFORM = {

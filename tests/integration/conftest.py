@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from shared.sandbox.azurite import Azurite
+from shared.sandbox.world import World
 from shared.state import Store
 
 
@@ -21,3 +22,11 @@ def azurite() -> Iterator[Azurite]:
 def store(azurite: Azurite) -> Store:
     """A fresh set of tables per test (unique prefix), so tests never see each other's state."""
     return Store(azurite.connection_string, prefix=f"t{uuid.uuid4().hex[:10]}")
+
+
+@pytest.fixture
+def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    """Both simulators with an app registration; the process trusts the sandbox CA."""
+    with World() as w:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", w.verify)
+        yield w

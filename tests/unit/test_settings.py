@@ -98,7 +98,8 @@ def test_malformed_values_are_rejected_with_examples() -> None:
 
 
 def test_local_settings_json_values_are_read_and_environment_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "local.settings.json").write_text(json.dumps({"IsEncrypted": False, "Values": {**BASE, "NEXXT365_CLEARVOX_ACCOUNT": "from-file"}}))
+    values = {**BASE, "NEXXT365_CLEARVOX_ACCOUNT": "from-file"}
+    (tmp_path / "local.settings.json").write_text(json.dumps({"IsEncrypted": False, "Values": values}))
     monkeypatch.chdir(tmp_path)
     settings = Settings(env={"NEXXT365_CLEARVOX_ACCOUNT": "from-env"})
     tenant = settings.single_tenant()
@@ -109,7 +110,7 @@ def test_local_settings_json_values_are_read_and_environment_wins(tmp_path: Path
 def test_broken_local_settings_json_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "local.settings.json").write_text("{not json")
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError, match="local.settings.example.json"):
+    with pytest.raises(ConfigError, match=r"local\.settings\.example\.json"):
         Settings(env={})
 
 

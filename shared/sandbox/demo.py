@@ -1,0 +1,107 @@
+"""`nexxt365 demo`: the connector end to end against the sandbox, with a readable summary.
+
+Starts the Graph and ClearVox simulators and Azurite, seeds the demo tenant,
+runs doctor and every sync, and shows what a partner would see.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import TextIO
+
+from shared import runner
+from shared.doctor import render, run_doctor
+from shared.report import RunReport
+from shared.sandbox.azurite import Azurite
+from shared.sandbox.demo_tenant import DemoIds, seed
+from shared.sandbox.world import World
+from shared.state import Store
+
+LABELS = {"available": "Beschikbaar", "away": "Afwezig", "busy": "Bezig", "dnd": "Niet storen", "elsewhere": "Werkt ergens anders"}
+
+
+def _section(out: TextIO, title: str) -> None:
+    print(f"\n=== {title} " + "=" * max(0, 66 - len(title)), file=out)
+
+
+def _report(out: TextIO, report: RunReport) -> None:
+    from shared.cli import human_summary
+
+    print(human_summary(report), file=out)
+
+
+def run_demo(out: TextIO) -> int:
+    logging.getLogger("nexxt365").setLevel(logging.CRITICAL)  # the summary below says it all
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    with Azurite() as azurite, World() as world:
+        ids = seed(world, now)
+        store = Store(azurite.connection_string)
+        tenant = world.tenant
+        codes: list[int] = []
+        print(f"Sandbox: Microsoft Graph {world.graph.url}, ClearVox {world.clearvox.url}, Azurite {azurite.port}", file=out)
+
+        _section(out, "nexxt365 doctor")
+        checks = run_doctor(tenant, store, verify=world.verify)
+        print(render(tenant, checks), file=out)
+        codes.append(0 if all(c.passed for c in checks) else 2)
+
+        _section(out, "nexxt365 sync users")
+        users = runner.run("users", tenant, store, verify=world.verify)
+        _report(out, users)
+        codes.append(users.exit_code)
+
+        _section(out, "nexxt365 report unlinked")
+        from shared.sync.users import report_unlinked
+
+        buf = io.StringIO()
+        report_unlinked(tenant, store, buf, csv_format=False)
+        print(buf.getvalue().rstrip() or "(none)", file=out)
+
+        _section(out, "nexxt365 sync contacts")
+        contacts = runner.run("contacts", tenant, store, verify=world.verify)
+        _report(out, contacts)
+        codes.append(contacts.exit_code)
+        _public_contact_kept(out, world, store, ids)
+
+        _section(out, f"nexxt365 sync calendar --at {now:%H:%M} UTC (meetings running)")
+        codes.append(_calendar(out, world, store, ids, now))
+        later = now + timedelta(hours=4)
+        _section(out, f"nexxt365 sync calendar --at {later:%H:%M} UTC (meetings over)")
+        codes.append(_calendar(out, world, store, ids, later))
+
+        _section(out, "summary")
+        cv_users = list(world.clearvox.users.values())
+        linked = sum(1 for u in cv_users if u.get("external_application_id"))
+        print(f"ClearVox users: {len(cv_users)} ({linked} linked to Entra); contacts: {len(world.clearvox.contacts)}; "
+              f"Graph requests: {len(world.graph.log)}; ClearVox requests: {len(world.clearvox.log)}", file=out)
+        worst = max(codes)
+        print("demo finished: everything worked" if worst == 0 else f"demo finished with exit code {worst}", file=out)
+        return worst
+
+
+def _public_contact_kept(out: TextIO, world: World, store: Store, ids: DemoIds) -> None:
+    """A user made a synced contact public in ClearVox; then it is deleted in Outlook: it stays."""
+    cv = world.clearvox
+    match = [c for c in cv.contacts.values() if c.get("external_id") == ids.public_contact_graph_id]
+    if not match:
+        return
+    cv.make_contact_public(match[0]["id"])
+    world.graph.delete_contact(ids.public_contact_graph_id)
+    print(f"\n(Anna made '{match[0]['display_name']}' public in ClearVox, then deleted it in Outlook)", file=out)
+    again = runner.run("contacts", world.tenant, store, verify=world.verify)
+    _report(out, again)
+
+
+def _calendar(out: TextIO, world: World, store: Store, ids: DemoIds, at: datetime) -> int:
+    report = runner.run("calendar", world.tenant, store, verify=world.verify, at=at)
+    _report(out, report)
+    cv = world.clearvox
+    by_oid = {u.get("external_application_id"): u for u in cv.users.values()}
+    for name in ("Anna", "Bas", "Chantal", "Daan", "Emma", "Finn", "Gert"):
+        user = by_oid.get(ids.by_name[name])
+        if user:
+            status = cv.status_of(user["id"])
+            print(f"  {name:<8} {LABELS.get(status, status)}", file=out)
+    return report.exit_code
