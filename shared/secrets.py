@@ -28,10 +28,11 @@ class KeyVault:
 
     def _secret_client(self) -> Any:
         if self._client is None:
-            from azure.identity import DefaultAzureCredential
             from azure.keyvault.secrets import SecretClient
 
-            self._client = SecretClient(self.vault_url, self._credential or DefaultAzureCredential())
+            from shared.state import azure_credential
+
+            self._client = SecretClient(self.vault_url, self._credential or azure_credential())
         return self._client
 
     def _fetch(self, name: str) -> tuple[str, date | None]:

@@ -204,6 +204,13 @@ class Settings:
         value = self.env.get(name)
         if value is None:
             value = self.local.get(name)
+        if value is not None and value.strip().startswith("@Microsoft.KeyVault("):
+            # App Service leaves the reference text in place when it cannot resolve it.
+            raise ConfigError(
+                f"{name} is an unresolved Key Vault reference: the function app's managed identity cannot read that secret. "
+                "Check that the secret exists, the identity has the Key Vault Secrets User role, and keyVaultReferenceIdentity "
+                "is set (docs/deploy.md)."
+            )
         return value
 
     def require(self, name: str, hint: str) -> str:

@@ -28,14 +28,22 @@ _SYSTEM = {"PartitionKey", "RowKey", "Timestamp", "etag"}
 _DEV_CONNECTION = "UseDevelopmentStorage=true"
 
 
+def azure_credential() -> Any:
+    """DefaultAzureCredential, pinned to the user-assigned identity when NEXXT365_MANAGED_IDENTITY_CLIENT_ID is set."""
+    import os
+
+    from azure.identity import DefaultAzureCredential
+
+    client_id = (os.environ.get("NEXXT365_MANAGED_IDENTITY_CLIENT_ID") or "").strip() or None
+    return DefaultAzureCredential(managed_identity_client_id=client_id)
+
+
 def table_service(connection: str, credential: Any = None) -> TableServiceClient:
     """A service client from a connection string, or from a table endpoint URL with managed identity."""
     conn = connection.strip()
     if conn.lower().startswith(("https://", "http://")):
         if credential is None:
-            from azure.identity import DefaultAzureCredential
-
-            credential = DefaultAzureCredential()
+            credential = azure_credential()
         return TableServiceClient(endpoint=conn, credential=credential)
     try:
         return TableServiceClient.from_connection_string(conn)

@@ -147,3 +147,9 @@ def test_tenants_table_mode_reads_secret_names_lazily() -> None:
     assert asked == ["contoso-cv"]
     with pytest.raises(ConfigError, match="ClearVoxAccount"):
         tenant_from_row({**row, "ClearVoxAccount": ""}, Options(), resolver)
+
+
+def test_an_unresolved_key_vault_reference_is_named_as_such() -> None:
+    env = {**BASE, "NEXXT365_CLIENT_SECRET": "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/graph/)"}
+    with pytest.raises(ConfigError, match="NEXXT365_CLIENT_SECRET is an unresolved Key Vault reference"):
+        Settings(env=env, local={}).single_tenant()
