@@ -55,6 +55,14 @@ def run_doctor(tenant: Tenant, store: Store | None, *, verify: str | bool | None
             else:
                 checks.append(Check(f"permission {perm}", "FAIL", f"{perm} is not granted. Fix: "
                                     f"{CONSENT_STEP.format(app=tenant.client_id, perm=perm)}."))
+        if tenant.options.users_group:
+            group_roles = {"GroupMember.Read.All", "Group.Read.All", "Directory.Read.All"}
+            if roles & group_roles:
+                checks.append(Check("permission GroupMember.Read.All", "OK", "granted (needed for NEXXT365_USERS_GROUP)"))
+            else:
+                checks.append(Check("permission GroupMember.Read.All", "FAIL", "NEXXT365_USERS_GROUP is set, which needs "
+                                    "GroupMember.Read.All to read the group's members. Fix: "
+                                    f"{CONSENT_STEP.format(app=tenant.client_id, perm='GroupMember.Read.All')}."))
         if "User.Read.All" in roles:
             checks.append(_attempt("Microsoft Graph users", lambda: _users_summary(graph)))
         else:

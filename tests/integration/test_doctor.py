@@ -81,3 +81,13 @@ def test_a_missing_setting_exits_2_with_the_setting_named(world: World, azurite:
     code = main(["doctor"], out=io.StringIO(), settings=Settings(env=env, local={}))
     assert code == 2
     assert "NEXXT365_CLIENT_ID is not set" in capsys.readouterr().err
+
+
+def test_group_scope_needs_group_member_read_all(world: World, azurite: Azurite) -> None:
+    group = "22222222-3333-4444-5555-666666666666"
+    code, text = doctor(world, azurite, NEXXT365_USERS_GROUP=group)
+    assert code == 2
+    assert "GroupMember.Read.All to read the group's members" in text
+    world.graph.set_app_roles(world.client_id, ["User.Read.All", "Contacts.Read", "Calendars.Read", "GroupMember.Read.All"])
+    code, text = doctor(world, azurite, NEXXT365_USERS_GROUP=group)
+    assert code == 0, text
