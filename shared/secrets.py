@@ -17,12 +17,13 @@ from shared.errors import ConfigError
 class KeyVault:
     """Lazy, cached access to one vault with DefaultAzureCredential (managed identity in Azure)."""
 
-    def __init__(self, vault_url: str, credential: Any = None, client: Any = None) -> None:
+    def __init__(self, vault_url: str, credential: Any = None, client: Any = None, **client_options: Any) -> None:
         if not vault_url.startswith("https://"):
             raise ConfigError(f"NEXXT365_KEY_VAULT_URL {vault_url!r} is not a vault URL. Example: https://kv-nexxt365.vault.azure.net")
         self.vault_url = vault_url
         self._credential = credential
         self._client = client
+        self._client_options = client_options
         self._cache: dict[str, tuple[str, date | None]] = {}
         self._lock = threading.Lock()
 
@@ -32,7 +33,7 @@ class KeyVault:
 
             from shared.state import azure_credential
 
-            self._client = SecretClient(self.vault_url, self._credential or azure_credential())
+            self._client = SecretClient(self.vault_url, self._credential or azure_credential(), **self._client_options)
         return self._client
 
     def _fetch(self, name: str) -> tuple[str, date | None]:

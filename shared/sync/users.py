@@ -1,9 +1,10 @@
-"""Users sync, pure part: Entra users + ClearVox users + the links table -> a plan.
+"""Users sync: Entra users become ClearVox users, linked by Object-ID, incrementally and safely.
 
+Pure half: Entra users + ClearVox users + the links table -> a plan.
 The plan is a list of independent actions (create, update, link, deactivate),
 each carrying the links-table row to write once it succeeded, plus what is
 only reported (skips with reasons, users waiting for a manual link,
-conflicts, held deactivations, field warnings). Nothing here does I/O, so
+conflicts, held deactivations, field warnings). Nothing there does I/O, so
 the rules are tested without HTTP and `--dry-run` prints exactly what a real
 run would do.
 
@@ -21,11 +22,45 @@ Rules that shape the code:
   link the connector itself recorded; more than `max_deactivations` in one
   run holds them all; nothing is ever deleted.
 
-Applying a plan is one loop over `plan.actions()`: send `payload()`
-(create_user for a Create, update_user otherwise, no request when it is
-empty), then store `result_link(cv_user_id)`; finally store `plan.rows` and
-delete the rows named in `plan.stale`. A create refused because the email is
-taken is planned again for that one user, with the ClearVox user found by email.
+I/O half (`run_users`, `report_unlinked`, `link_from_csv`), one run:
+
+1. Graph `users/delta?$select=GRAPH_SELECT`. A full round (a delta round
+   without a token: every user) on the first run, when the stored token
+   expired (DeltaExpired), when the users group setting changed, and every
+   NEXXT365_FULL_SYNC_HOURS to catch drift; otherwise the round resumes from
+   the stored deltaLink and sees only changes.
+2. Delta items may carry only some properties, so the last seen copy of every
+   Entra user is kept in the `entrausers` table and each item is merged into
+   it: the plan always sees whole users.
+3. ClearVox reads: a full round lists every ClearVox user once; a delta round
+   looks up only the users it touches (by the links row's ClearVox id, by
+   Object-ID, by email), the users still waiting for a manual link (to notice
+   a pasted Object-ID) and the users to retry. A run without changes costs
+   one Graph request and one ClearVox read per waiting user.
+4. The actions run concurrently (NEXXT365_CLEARVOX_CONCURRENCY threads); each
+   success's links row is written, batched 100 per transaction. A create
+   refused with 409 email_taken is planned again for that one user with the
+   ClearVox user found by email ("exists"), never retried as a create.
+5. Failed items (and held deactivations, so that --confirm-deactivations
+   finds them) go in the `retries` table and are planned again on the next
+   run although the deltaLink moved on. The deltaLink is stored last, only
+   when the round was applied. When ClearVox becomes unavailable (or refuses
+   the key) mid-apply, the run stops, keeps the rows of what succeeded and
+   leaves the cursor, so the next run replays the round; every created
+   ClearVox user carries its Object-ID, so the replay finds it instead of
+   creating it twice.
+
+Users group scope (NEXXT365_USERS_GROUP): each run reads
+`/groups/{id}/transitiveMembers/microsoft.graph.user`, which needs the
+**GroupMember.Read.All** application permission (User.Read.All does not
+cover group membership). The member set is kept in `entrausers` (partition
+"group"): who joined is planned like a new user, who left like a removed
+one. With a group, a run costs 1 + ceil(members / 999) Graph requests.
+
+State: links (object id -> ClearVox user id, status, field hashes),
+entrausers (last seen Graph user per object id; group members), retries
+(partition "users"), cursors ("users": deltaLink, time of the last full
+round, users group and $select it was taken with).
 """
 
 from __future__ import annotations
@@ -584,6 +619,7 @@ def plan_users(
     options: UsersOptions,
     *,
     full_round: bool,
+    gone_cv_ids: Iterable[str] = (),
 ) -> UsersPlan:
     """Decide what to do; no I/O.
 
@@ -594,12 +630,16 @@ def plan_users(
     removed counts as present (the less destructive reading; the next full
     round corrects it).
     cv_users: all ClearVox users in a full round; in a delta round at least
-    those of `cv_lookups`. A linked ClearVox user that is not among them
-    counts as gone.
+    those of `cv_lookups`. In a full round a linked ClearVox user that is not
+    among them counts as gone; a delta round trusts the links row instead.
     full_round: linked users absent from the round count as removed, and
     unlinked/conflict rows of absent users are dropped.
+    gone_cv_ids: ClearVox user ids a delta round looked up and did not find
+    (deleted in ClearVox). Without it, a delta round trusts the links row of a
+    ClearVox user it did not see; with it, that user counts as gone, as in a
+    full round.
     """
-    return _Planner(graph_users, removed_ids, cv_users, links, options, full_round).plan()
+    return _Planner(graph_users, removed_ids, cv_users, links, options, full_round, gone_cv_ids).plan()
 
 
 class _Planner:
@@ -611,9 +651,11 @@ class _Planner:
         links: Mapping[str, Link],
         options: UsersOptions,
         full_round: bool,
+        gone_cv_ids: Iterable[str] = (),
     ) -> None:
         self.options = options
         self.full_round = full_round
+        self.gone_cv_ids = frozenset(gone_cv_ids)
         self.pending_warnings: list[str] = []
         self.out = UsersPlan(full_round=full_round)
         self.users: dict[str, GraphUser] = {}
@@ -708,7 +750,7 @@ class _Planner:
             return None  # ambiguous paste, reported by the caller
         if link is None or not link.is_linked or link.cv_user_id is None:
             return None
-        if link.cv_user_id in self.cv_by_id or self.full_round:
+        if link.cv_user_id in self.cv_by_id or self.full_round or link.cv_user_id in self.gone_cv_ids:
             return None  # the ClearVox user now carries another id, or no longer exists
         return link  # delta round, ClearVox user not looked up: trust the row
 
