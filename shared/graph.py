@@ -83,6 +83,8 @@ class BatchResponse:
 def required_permission(path: str) -> str:
     """The application permission an endpoint needs (for the consent message)."""
     p = path.lower()
+    if p.lstrip("/").startswith("groups"):
+        return "GroupMember.Read.All"
     if "contact" in p:
         return "Contacts.Read"
     if "calendar" in p or "getschedule" in p or "/events" in p:

@@ -22,7 +22,7 @@ from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from shared.errors import ConfigError
 
-TABLES = ("cursors", "links", "contactmap", "presence", "runs", "leases", "retries", "notices", "health")
+TABLES = ("cursors", "links", "entrausers", "contactmap", "presence", "runs", "leases", "retries", "notices", "health")
 _BATCH = 100
 _SYSTEM = {"PartitionKey", "RowKey", "Timestamp", "etag"}
 _DEV_CONNECTION = "UseDevelopmentStorage=true"

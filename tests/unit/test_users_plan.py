@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -32,8 +33,10 @@ from shared.sync.users import (
     cv_lookups,
     desired_fields,
     exists_reason,
+    explain_user,
     field_hashes,
     fields_hash,
+    full_round_reason,
     is_valid_email,
     language,
     links_from_rows,
@@ -100,10 +103,11 @@ def plan(
     links: list[Link] | None = None,
     removed: list[str] | None = None,
     full_round: bool = True,
+    gone: list[str] | None = None,
     **options: Any,
 ) -> UsersPlan:
     return plan_users(users, removed or [], cv or [], {link.object_id: link for link in links or []},
-                      UsersOptions(**options), full_round=full_round)
+                      UsersOptions(**options), full_round=full_round, gone_cv_ids=gone or [])
 
 
 def skip_reasons(p: UsersPlan) -> dict[str, str]:
@@ -561,6 +565,18 @@ def test_delta_round_never_creates_a_user_whose_linked_clearvox_user_was_not_loo
     assert "next full round" in skip_reasons(p)[OID_JAN]
 
 
+def test_delta_round_recreates_a_user_whose_linked_clearvox_user_was_looked_up_and_is_gone() -> None:
+    p = plan([graph_user()], cv=[], links=[written(graph_user(), cv_id="cv-gone")], full_round=False, gone=["cv-gone"])
+    (create,) = p.creates
+    assert "cv-gone" in create.note
+
+
+def test_delta_round_drops_the_row_of_a_removed_user_whose_clearvox_user_is_gone() -> None:
+    _, _, row = linked_pair()
+    p = plan([], cv=[], links=[row], removed=[OID_JAN], full_round=False, gone=["cv1"], on_removed="deactivate")
+    assert no_writes(p) and p.stale == [OID_JAN]
+
+
 def test_link_removed_by_an_admin_in_clearvox_falls_back_to_the_existing_email_rule() -> None:
     user = graph_user()
     p = plan([user], cv=[cv_mirror(user, external_application_id=None)], links=[written(user)])
@@ -969,3 +985,77 @@ def test_options_from_settings() -> None:
                                    confirm_deactivations=True, default_region="BE",
                                    users_group_members=frozenset({OID_JAN}))
     assert UsersOptions.from_settings(Options()).users_group_members is None
+
+
+# --------------------------------------------------------------------------- rounds and --user explanations
+
+
+NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+
+
+def cursor(**extra: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {"delta_link": "https://graph/v1.0/users/delta?$deltatoken=x", "group": "",
+                           "select": ",".join(GRAPH_SELECT), "full_at": NOW - timedelta(hours=1)}
+    row.update(extra)
+    return row
+
+
+@pytest.mark.parametrize(("row", "options", "reason"), [
+    (None, Options(), "first run"),
+    (cursor(delta_link=""), Options(), "first run"),
+    (cursor(full_at=NOW - timedelta(hours=24)), Options(), "full reconcile (every 24 hours)"),
+    (cursor(full_at=NOW - timedelta(hours=3)), Options(full_sync_hours=2), "full reconcile (every 2 hours)"),
+    (cursor(full_at=None), Options(), "no full round recorded"),
+    (cursor(), Options(users_group="0f0f0f0f-0000-0000-0000-000000000000"), "the users group setting changed"),
+    (cursor(select="id,mail"), Options(), "the selected properties changed"),
+    (cursor(), Options(), ""),
+])
+def test_a_full_round_is_due_for_a_reason_or_the_delta_link_is_used(
+        row: dict[str, Any] | None, options: Options, reason: str) -> None:
+    assert full_round_reason(row, options, NOW) == reason
+
+
+def explain(users: list[dict[str, Any]], oid: str = OID_JAN, cv: list[CvUser] | None = None,
+            links: list[Link] | None = None, removed: list[str] | None = None, **options: Any) -> str:
+    rows = {link.object_id: link for link in links or []}
+    p = plan_users(users, removed or [], cv or [], rows, UsersOptions(**options), full_round=False)
+    user = next((u for u in users if u["id"] == oid), None)
+    return "\n".join(explain_user(user, oid, p, cv or [], rows, UsersOptions(**options)))
+
+
+def test_explain_a_new_user_lists_the_fields_it_is_created_with() -> None:
+    text = explain([graph_user()])
+    assert "Eligible: yes" in text and "ClearVox: no user has this Object-ID or this email" in text
+    assert "Decision: create a ClearVox user" in text and '  email: "jan@contoso.nl"' in text
+
+
+def test_explain_an_ineligible_user_says_why() -> None:
+    assert "Eligible: no - guest user" in explain([graph_user(userType="Guest")])
+    assert "Eligible: no - no email in Entra contact info" in explain([graph_user(mail=None)])
+
+
+def test_explain_a_user_matched_by_email_says_what_to_paste() -> None:
+    text = explain([graph_user()], cv=[cv_user("cv9")])
+    assert "ClearVox: matched by email - user cv9 <jan@contoso.nl> has this email and no Object-ID" in text
+    assert f"Decision: skip - {exists_reason(OID_JAN)}" in text
+
+
+def test_explain_a_linked_user_shows_the_fields_that_changed() -> None:
+    user, cv, row = linked_pair()
+    changed = {**user, "jobTitle": "Directeur"}
+    text = explain([changed], cv=[cv], links=[row])
+    assert "ClearVox: linked - user cv1" in text and "Links table: linked, ClearVox user cv1" in text
+    assert 'Decision: update ClearVox user cv1; fields changed:\n  job_title: "Sales" -> "Directeur"' in text
+    assert "no field changed" in explain([user], cv=[cv], links=[row])
+
+
+def test_explain_a_user_outside_the_users_group() -> None:
+    text = explain([graph_user()], users_group_members=frozenset({OID_PIET}))
+    assert "Users group: not a member" in text and "Decision: nothing to do - not in the users group" in text
+
+
+def test_explain_a_deleted_user_known_from_the_links_table() -> None:
+    _, cv, row = linked_pair()
+    text = explain([], cv=[cv], links=[row], removed=[OID_JAN], on_removed="deactivate")
+    assert f"Entra: no user with Object-ID {OID_JAN} (deleted)" in text
+    assert "Decision: deactivate ClearVox user cv1 (deleted in Entra); it is never deleted" in text
