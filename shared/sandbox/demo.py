@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
@@ -38,7 +39,8 @@ def run_demo(out: TextIO) -> int:
     with Azurite() as azurite, World() as world:
         ids = seed(world, now)
         store = Store(azurite.connection_string)
-        tenant = world.tenant
+        expires = (now + timedelta(days=540)).date()  # as noted from Certificates & secrets
+        tenant = replace(world.tenant, secret_expiry=lambda: expires)
         codes: list[int] = []
         print(f"Sandbox: Microsoft Graph {world.graph.url}, ClearVox {world.clearvox.url}, Azurite {azurite.port}", file=out)
 

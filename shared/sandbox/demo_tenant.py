@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from shared.sandbox.world import World
 
@@ -77,7 +78,7 @@ def seed(world: World, now: datetime) -> DemoIds:
                   emailAddresses=[{"name": "Pieter", "address": "pieter@klant.example"}])
     g.add_contact(anna, displayName="Leverancier Zonder Nummer", companyName="Leverancier B.V.",
                   emailAddresses=[{"name": "info", "address": "info@leverancier.example"}])  # skipped: nothing to dial
-    g.add_contact(anna, displayName="Typfout", businessPhones=["bel mij"], mobilePhone="06 99988877")  # one number dropped
+    g.add_contact(anna, displayName="Typfout", businessPhones=["bel mij"], mobilePhone="06 21234567")  # one number dropped
     ids.public_contact_owner = anna
     ids.public_contact_graph_id = g.add_contact(anna, displayName="Installateur Jansen", businessPhones=["030 222 3344"])
     folder = g.add_contact_folder(anna, "Klanten")
@@ -90,7 +91,7 @@ def seed(world: World, now: datetime) -> DemoIds:
     g.add_event(ids.by_name["Anna"], "Klantbezoek", now - timedelta(minutes=20), now + timedelta(minutes=40), show_as="busy")
     g.add_event(ids.by_name["Bas"], "Teamoverleg", now - timedelta(minutes=5), now + timedelta(minutes=25), show_as="tentative")
     g.add_event(ids.by_name["Chantal"], "Thuiswerken", now - timedelta(hours=2), now + timedelta(hours=3), show_as="workingElsewhere")
-    today = date(now.year, now.month, now.day)
+    today = now.astimezone(ZoneInfo("Europe/Amsterdam")).date()  # the mailboxes' time zone
     g.add_event(ids.by_name["Daan"], "Vakantie", today, today + timedelta(days=1), show_as="oof", is_all_day=True)
     g.add_event(ids.by_name["Emma"], "Geannuleerd overleg", now - timedelta(minutes=10), now + timedelta(minutes=20),
                 show_as="busy", is_cancelled=True)

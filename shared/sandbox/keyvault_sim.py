@@ -50,9 +50,11 @@ class KeyVaultSim(SimServer):
             found = self.secrets.get(name)
             self.reads[name] = self.reads.get(name, 0) + 1
         if found is None:
-            return Response(404, {"error": {"code": "SecretNotFound", "message": f"A secret with (name/id) {name} was not found in this key vault."}})
+            message = f"A secret with (name/id) {name} was not found in this key vault."
+            return Response(404, {"error": {"code": "SecretNotFound", "message": message}})
         value, expires = found
-        attributes: dict[str, Any] = {"enabled": True, "created": 1700000000, "updated": 1700000000, "recoveryLevel": "Recoverable+Purgeable"}
+        attributes: dict[str, Any] = {"enabled": True, "created": 1700000000, "updated": 1700000000,
+                                      "recoveryLevel": "Recoverable+Purgeable"}
         if expires is not None:
             attributes["exp"] = int(expires.timestamp())
         return Response(200, {"value": value, "id": f"{self.url}/secrets/{name}/0123456789abcdef", "attributes": attributes})

@@ -1,0 +1,25 @@
+"""`nexxt365 demo` runs the whole connector against the sandbox and shows the guide's cases."""
+
+from __future__ import annotations
+
+import io
+
+from shared.cli import main
+
+
+def test_demo_shows_every_case_and_exits_0() -> None:
+    out = io.StringIO()
+    assert main(["demo"], out=out) == 0, out.getvalue()
+    text = out.getvalue()
+    assert "all checks passed" in text
+    assert "no email in Entra contact info" in text
+    assert "exists in ClearVox: paste Object-ID" in text
+    assert "guest user" in text and "disabled in Entra" in text
+    assert "ursula@voorbeeld.nl" in text  # the unlinked report
+    assert "no usable phone number" in text
+    assert "public contact kept" in text
+    meetings, after = text.split("(meetings running)")[1].split("(meetings over)")
+    assert "Anna     Bezig" in meetings and "Daan     Afwezig" in meetings and "Chantal  Werkt ergens anders" in meetings
+    assert "Emma     Beschikbaar" in meetings  # cancelled meeting
+    assert "Anna     Beschikbaar" in after and "Chantal  Beschikbaar" in after
+    assert "demo finished: everything worked" in text
