@@ -560,7 +560,6 @@ def _utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
-
 # ================================================================ the run: Graph -> decide -> ClearVox -> ledger
 
 PRESENCE_TABLE = "presence"
@@ -631,8 +630,8 @@ def anchor_chunks(ids: Sequence[str], avoid: Collection[str] = (), size: int = S
     return [[head, *tail[n * (size - 1):(n + 1) * (size - 1)]] for n, head in enumerate(heads)]
 
 
-def fetch_schedules(graph: Graph, ids: Sequence[str], now: datetime, *, avoid_as_anchor: Collection[str] = (),
-                    workers: int | None = None) -> dict[str, ScheduleAnswer]:
+def fetch_schedules(graph: Graph, ids: Sequence[str], now: datetime, *,
+                    avoid_as_anchor: Collection[str] = ()) -> dict[str, ScheduleAnswer]:
     """Free/busy of every id for the window from `now`: one getSchedule request per 20 ids, in parallel.
 
     Each id gets its scheduleInformation or a GraphError (MailboxUnavailable for a
@@ -659,9 +658,7 @@ def fetch_schedules(graph: Graph, ids: Sequence[str], now: datetime, *, avoid_as
                 result: dict[str, ScheduleAnswer] = dict(graph.get_schedule(order, start, end, FETCH_WINDOW_MINUTES))
             except ConsentError as exc:
                 last = exc
-            except MailboxUnavailable as exc:  # get_schedule handles these itself; be safe with any other source
-                last = exc
-            except GraphError as exc:
+            except GraphError as exc:  # the anchor's own MailboxUnavailable is handled inside get_schedule
                 if exc.status != 404:
                     return dict.fromkeys(chunk, exc)
                 last = exc
@@ -678,7 +675,7 @@ def fetch_schedules(graph: Graph, ids: Sequence[str], now: datetime, *, avoid_as
 
     answers: dict[str, ScheduleAnswer] = {}
     if chunks:
-        with ThreadPoolExecutor(max_workers=min(workers or graph.concurrency, len(chunks))) as pool:
+        with ThreadPoolExecutor(max_workers=min(graph.concurrency, len(chunks))) as pool:
             for part in pool.map(one, chunks):
                 answers.update(part)
     if consent and not answered.is_set():
@@ -740,7 +737,7 @@ class CalendarRun:
         answers = fetch_schedules(self.ctx.graph, [u.email for u in with_email], self.now, avoid_as_anchor=avoid)
         outages = [a for a in answers.values() if isinstance(a, GraphError) and not isinstance(a, MailboxUnavailable)]
         if answers and len(outages) == len(answers):
-            raise GraphError(f"No free/busy data from Microsoft Graph in this run ({outages[0]}); every ClearVox status "
+            raise GraphError(f"No free/busy data from Microsoft Graph in this run ({_clause(outages[0])}); every ClearVox status "
                              "stays as it is and the next run tries again.")
         runs = [self._first_decision(u, answers, ledgers.get(u.object_id)) for u in users]
         self._clearvox([r for r in runs if r.decision.action is Action.CHECK])
@@ -774,12 +771,12 @@ class CalendarRun:
             return UserRun(user, None, ledger, decide(None, ledger, None, self.now), notice=kind)
         if isinstance(answer, GraphError):
             return UserRun(user, None, ledger, decide(None, ledger, None, self.now),
-                           failure=f"no free/busy data from Microsoft Graph ({answer}); status kept, tried again next run")
+                           failure=f"no free/busy data from Microsoft Graph ({_clause(answer)}); status kept, tried again next run")
         try:
             items = items_from_schedule(answer)
         except ScheduleDataError as exc:
             return UserRun(user, None, ledger, decide(None, ledger, None, self.now),
-                           failure=f"unusable free/busy data ({exc}); status kept, tried again next run")
+                           failure=f"unusable free/busy data ({_clause(exc)}); status kept, tried again next run")
         resolution = resolve(items, self.now, self.status_map)
         return UserRun(user, resolution, ledger, decide(resolution, ledger, None, self.now, self.respect_manual))
 
@@ -822,7 +819,7 @@ class CalendarRun:
         except ClearVoxUnavailable as exc:
             with self._lock:
                 self._cv_unavailable += 1
-            run.failure = f"{exc}; the ClearVox status is set on the next run"
+            run.failure = f"{_clause(exc)}; the ClearVox status is set on the next run"
         except ClearVoxError as exc:
             run.failure = str(exc)
         except Exception as exc:  # one user's problem must not stop the others
@@ -933,6 +930,11 @@ def _notice_resolved(row: Mapping[str, Any], run: UserRun) -> bool:
     if row.get("kind") in _MAILBOX_KINDS:
         return run.resolution is not None
     return run.checked
+
+
+def _clause(error: Exception) -> str:
+    """An error's message to embed in a sentence of ours."""
+    return str(error).strip().rstrip(".")
 
 
 def _transition(who: str, run: UserRun) -> dict[str, Any]:

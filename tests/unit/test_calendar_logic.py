@@ -18,23 +18,29 @@ from shared.sync.calendar import (
     DEFAULT_STATUS_MAP,
     IDLE,
     Action,
+    CalendarUser,
     Decision,
     LedgerEntry,
     LedgerOp,
+    NoticeKind,
     Resolution,
     ScheduleDataError,
     ScheduleItem,
+    anchor_chunks,
+    calendar_users,
     decide,
     event_key,
     items_from_events,
     items_from_schedule,
     needs_current,
     next_change_after,
+    notice_due,
     parse_graph_datetime,
     parse_status_map,
     resolve,
     zone_for,
 )
+from shared.sync.users import Link
 
 AMS = ZoneInfo("Europe/Amsterdam")
 MAP = parse_status_map(None)
@@ -866,3 +872,52 @@ class TestDecide:
         anything = cv("dnd", "user", at("10:30"))
         assert decide(running(), OWNED, anything, at("10:30")).action is Action.NOTHING
         assert decide(running(), OWNED, None, at("10:30")).action is Action.NOTHING
+
+
+# ================================================================ who is asked, and how
+
+
+class TestWhoIsAsked:
+    def test_only_linked_users_with_a_clearvox_user_in_a_stable_order(self) -> None:
+        links = {
+            "b": Link("b", "2", "Bob@Contoso.nl ", "Bob", "linked"),
+            "a": Link("a", "1", "anna@contoso.nl", "Anna", "linked"),
+            "c": Link("c", "3", "carol@contoso.nl", "Carol", "unlinked"),
+            "d": Link("d", "4", "dave@contoso.nl", "Dave", "deactivated"),
+            "e": Link("e", None, "eve@contoso.nl", "Eve", "linked"),
+        }
+        assert calendar_users(links) == [CalendarUser("a", "1", "anna@contoso.nl"), CalendarUser("b", "2", "bob@contoso.nl")]
+
+    def test_chunks_of_twenty_each_sent_to_a_mailbox_not_known_to_be_unreadable(self) -> None:
+        ids = [f"u{i:02d}" for i in range(45)]
+        bad = {"u00", "u01", "u20", "u40"}
+        chunks = anchor_chunks(ids, bad)
+        assert [len(c) for c in chunks] == [20, 20, 5]
+        assert sorted(i for c in chunks for i in c) == ids  # everyone asked, once
+        assert not {c[0] for c in chunks} & bad
+
+    def test_when_most_mailboxes_are_unreadable_the_readable_ones_go_first(self) -> None:
+        chunks = anchor_chunks(["x1", "x2", "ok", "x3", "ok", ""], {"x1", "x2", "x3"})
+        assert chunks == [["ok", "x1", "x2", "x3"]]
+        assert anchor_chunks([], {"x"}) == []
+
+
+class TestNotices:
+    NOW = utc("2026-12-01T09:00:00")
+
+    def row(self, kind: NoticeKind, reported: datetime) -> dict[str, object]:
+        return {"kind": str(kind), "reported_at": reported}
+
+    def test_a_new_problem_is_reported(self) -> None:
+        assert notice_due(None, NoticeKind.NO_MAILBOX, self.NOW)
+
+    def test_then_once_a_day(self) -> None:
+        row = self.row(NoticeKind.NO_MAILBOX, self.NOW)
+        assert not notice_due(row, NoticeKind.NO_MAILBOX, self.NOW + timedelta(hours=23, minutes=59))
+        assert notice_due(row, NoticeKind.NO_MAILBOX, self.NOW + timedelta(days=1))
+
+    def test_a_different_problem_is_reported_at_once(self) -> None:
+        assert notice_due(self.row(NoticeKind.NO_MAILBOX, self.NOW), NoticeKind.OUT_OF_SCOPE, self.NOW + MINUTE)
+
+    def test_a_clock_that_went_back_reports_again(self) -> None:  # e.g. after a support run with a future --at
+        assert notice_due(self.row(NoticeKind.OUT_OF_SCOPE, self.NOW), NoticeKind.OUT_OF_SCOPE, self.NOW - MINUTE)
