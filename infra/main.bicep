@@ -99,7 +99,7 @@ param includeDisabled bool = false
 
 @description('Parallel requests to ClearVox.')
 @minValue(1)
-param clearvoxConcurrency int = 8
+param clearvoxConcurrency int = 16
 
 @description('Country for phone numbers without a country code (ISO 3166 two letters).')
 param defaultRegion string = 'NL'

@@ -43,7 +43,7 @@ def _attempt(name: str, fn: Callable[[], str]) -> Check:
 def run_doctor(tenant: Tenant, store: Store | None, *, verify: str | bool | None = None, today: date | None = None) -> list[Check]:
     """All checks for one tenant; later checks are skipped when what they need failed."""
     checks: list[Check] = []
-    graph = Graph(tenant, verify=verify)
+    graph = Graph(tenant, verify=verify, reuse_tokens=False)  # prove the credentials work now
     token = _attempt("Microsoft Entra token", lambda: (graph.token(), f"token issued for app {tenant.client_id} in {tenant.tenant}")[1])
     checks.append(token)
     roles: set[str] = set()

@@ -116,11 +116,17 @@ def _error_of(body: Any) -> tuple[str, str]:
     return "", ""
 
 
+# Access tokens are kept for the life of the process (a warm Functions worker runs
+# the calendar sync every minute): one token request an hour instead of one a run.
+_TOKENS: dict[str, tuple[str, float]] = {}
+_TOKENS_LOCK = threading.Lock()
+
+
 class Graph:
     """One tenant's Graph access for one run; thread-safe."""
 
     def __init__(self, tenant: Tenant, *, stats: HttpStats | None = None, verify: str | bool | None = None,
-                 concurrency: int = 8, max_retry_after: float = 60.0) -> None:
+                 concurrency: int = 8, max_retry_after: float = 60.0, reuse_tokens: bool = True) -> None:
         self.tenant = tenant
         self.stats = stats or HttpStats()
         self.session = make_session(self.stats, max_retry_after=max_retry_after, pool_size=max(concurrency * 2, 8))
@@ -133,6 +139,8 @@ class Graph:
         self._token: str | None = None
         self._token_expires = 0.0
         self._lock = threading.Lock()
+        self.reuse_tokens = reuse_tokens
+        self._cache_key: str | None = None
 
     # -- authentication --------------------------------------------------
     def _credential(self) -> Any:
@@ -164,11 +172,37 @@ class Graph:
     def _format(self, template: str) -> str:
         return template.format(app=self.tenant.client_id, tenant=self.tenant.tenant)
 
+    def _process_key(self) -> str:
+        """Identifies app + credential, without keeping the credential itself."""
+        if self._cache_key is None:
+            import hashlib
+
+            cred = self._credential()
+            material = cred if isinstance(cred, str) else str(cred.get("private_key", ""))
+            digest = hashlib.sha256(material.encode()).hexdigest()
+            self._cache_key = f"{self.tenant.authority}|{self.tenant.client_id}|{self.tenant.graph_url}|{digest}"
+        return self._cache_key
+
+    def forget_token(self) -> None:
+        """Drop the token (Graph rejected it): the next call fetches a fresh one past every cache."""
+        with self._lock:
+            self._token = None
+            self._app = None
+            if self._cache_key:
+                with _TOKENS_LOCK:
+                    _TOKENS.pop(self._cache_key, None)
+
     def token(self) -> str:
-        """An access token, reused until shortly before it expires."""
+        """An access token, reused until shortly before it expires (across runs in this process)."""
         with self._lock:
             if self._token and time.time() < self._token_expires - 120:
                 return self._token
+            if self.reuse_tokens:
+                with _TOKENS_LOCK:
+                    cached = _TOKENS.get(self._process_key())
+                if cached and time.time() < cached[1] - 120:
+                    self._token, self._token_expires = cached
+                    return cached[0]
             try:
                 result = self._msal().acquire_token_for_client(scopes=[f"{self.tenant.graph_url}/.default"])
             except requests.RequestException as exc:
@@ -185,6 +219,9 @@ class Graph:
                 raise self._token_error(result)
             self._token = str(result["access_token"])
             self._token_expires = time.time() + float(result.get("expires_in", 3600))
+            if self.reuse_tokens:
+                with _TOKENS_LOCK:
+                    _TOKENS[self._process_key()] = (self._token, self._token_expires)
             return self._token
 
     def _token_error(self, result: Mapping[str, Any]) -> GraphAuthError:
@@ -227,9 +264,7 @@ class Graph:
                 raise GraphError(f"Microsoft Graph could not be reached at {self.tenant.graph_url} ({type(exc).__name__}); "
                                  "check NEXXT365_GRAPH_URL and the network. The next run retries.") from None
             if resp.status_code == 401 and attempt == 0:
-                with self._lock:
-                    self._token = None  # expired or revoked: fetch a fresh one once, bypassing msal's cache
-                    self._app = None
+                self.forget_token()  # expired or revoked: fetch a fresh one once, bypassing every cache
                 continue
             break
         payload: Any = None
@@ -396,7 +431,12 @@ class Graph:
         lock = threading.Lock()
 
         def one(chunk: list[str]) -> None:
-            result = self._schedule_chunk(chunk, window)
+            try:
+                result = self._schedule_chunk(chunk, window)
+            except (ConsentError, GraphAuthError):
+                raise
+            except GraphError as exc:  # one chunk's failure is its users' answer, not the run's
+                result = dict.fromkeys((c.lower() for c in chunk), exc)
             with lock:
                 out.update(result)
 
@@ -413,8 +453,11 @@ class Graph:
             try:
                 answer = self.request("POST", f"/users/{anchor}/calendar/getSchedule",
                                       body={"schedules": remaining, **window}, headers={"Prefer": 'outlook.timezone="UTC"'})
-            except MailboxUnavailable as exc:
-                out[anchor.lower()] = exc  # the anchor cannot host the query: it is its own answer; try the next one
+            except GraphError as exc:
+                if not isinstance(exc, MailboxUnavailable) and exc.status != 404:
+                    raise
+                # The anchor (an unknown user, or a mailbox that cannot host the query) is its own answer; try the next.
+                out[anchor.lower()] = exc if isinstance(exc, MailboxUnavailable) else MailboxUnavailable(str(exc), exc.status, exc.code)
                 remaining = remaining[1:]
                 continue
             for info in answer.get("value", []):

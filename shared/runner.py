@@ -78,8 +78,9 @@ def sync_function(sync: str) -> Callable[[SyncContext], None]:
     return fn
 
 
-def clients(tenant: Tenant, verify: str | bool | None = None) -> tuple[Graph, ClearVox]:
-    graph = Graph(tenant, verify=verify)
+def clients(tenant: Tenant, verify: str | bool | None = None, sync: str = "") -> tuple[Graph, ClearVox]:
+    # The calendar runs every minute: waiting longer than that for a throttled Graph only delays the next run.
+    graph = Graph(tenant, verify=verify, max_retry_after=10.0 if sync == "calendar" else 60.0)
     cv = ClearVox(tenant.clearvox_url, tenant.clearvox_api_key(), tenant.clearvox_account,
                   verify=verify, pool_size=max(tenant.options.clearvox_concurrency * 2, 8))
     return graph, cv
@@ -108,7 +109,7 @@ def run(sync: str, tenant: Tenant, store: Store, *, dry_run: bool = False, at: d
     graph: Graph | None = None
     cv: ClearVox | None = None
     try:
-        graph, cv = clients(tenant, verify)
+        graph, cv = clients(tenant, verify, sync)
         ctx = SyncContext(tenant, graph, cv, state, report, dry_run, at, dict(args or {}))
         sync_function(sync)(ctx)
         if not dry_run:

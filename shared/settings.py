@@ -113,7 +113,7 @@ class Options:
     users_group: str | None = None
     include_guests: bool = False
     include_disabled: bool = False
-    clearvox_concurrency: int = 8
+    clearvox_concurrency: int = 16
     default_region: str = "NL"
     status_map: str | None = None  # parsed by the calendar sync
     respect_manual: bool = False
@@ -135,7 +135,7 @@ class Options:
             users_group=group.lower() if group else None,
             include_guests=_bool("NEXXT365_INCLUDE_GUESTS", get("NEXXT365_INCLUDE_GUESTS"), False),
             include_disabled=_bool("NEXXT365_INCLUDE_DISABLED", get("NEXXT365_INCLUDE_DISABLED"), False),
-            clearvox_concurrency=_int("NEXXT365_CLEARVOX_CONCURRENCY", get("NEXXT365_CLEARVOX_CONCURRENCY"), 8, 1),
+            clearvox_concurrency=_int("NEXXT365_CLEARVOX_CONCURRENCY", get("NEXXT365_CLEARVOX_CONCURRENCY"), 16, 1),
             default_region=region,
             status_map=(get("NEXXT365_STATUS_MAP") or "").strip() or None,
             respect_manual=_bool("NEXXT365_RESPECT_MANUAL", get("NEXXT365_RESPECT_MANUAL"), False),

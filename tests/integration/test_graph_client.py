@@ -144,3 +144,24 @@ def test_get_schedule_chunks_by_20_and_reports_mailbox_problems_per_user(world: 
     info = result["u1@contoso.nl"]
     assert isinstance(info, dict) and info["scheduleItems"][0]["status"].lower() == "busy"
     assert isinstance(result["u2@contoso.nl"], MailboxUnavailable)
+
+
+def test_a_token_is_reused_by_later_runs_in_the_same_process_until_rejected(world: World) -> None:
+    graph(world).get("/users")
+    graph(world).get("/users")  # the next minute's run
+    assert world.graph.counts["token"] == 1
+    world.graph.expire_access_tokens()
+    graph(world).get("/users")
+    assert world.graph.counts["token"] == 2
+    Graph(world.tenant, verify=world.verify, reuse_tokens=False).token()  # doctor proves the credentials now
+    assert world.graph.counts["token"] == 3
+
+
+def test_get_schedule_survives_an_unknown_anchor_and_answers_the_others(world: World) -> None:
+    now = datetime(2026, 11, 30, 9, 30, tzinfo=UTC)
+    emails = ["ghost@contoso.nl"] + [f"u{i}@contoso.nl" for i in range(3)]
+    for e in emails[1:]:
+        world.graph.add_user(displayName=e, mail=e, userPrincipalName=e)
+    result = graph(world).get_schedule(emails, now, now + timedelta(minutes=15))
+    assert isinstance(result["ghost@contoso.nl"], MailboxUnavailable)
+    assert all(isinstance(result[e], dict) for e in emails[1:])
