@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -26,14 +27,19 @@ from shared.sync.contacts import (
     ContactsPlan,
     Create,
     Delete,
+    FolderCursor,
     MapEntry,
     MappedContact,
     Skip,
+    UserCursor,
     contact_hash,
     contactmap_from_rows,
+    delta_start,
     field_hashes,
+    full_reconcile_due,
     hold_key,
     index_synced,
+    load_cursors,
     map_changes,
     map_contact,
     plan_contacts,
@@ -596,6 +602,13 @@ class TestMapChanges:
         again = plan_contacts(OWNER, [graph_contact(jobTitle="CEO")], contactmap=cmap)
         assert again.updates[0].changes == {"job_title": "CEO"}
 
+    def test_an_update_that_had_to_write_the_contact_anew_points_the_row_at_the_new_contact(self) -> None:
+        cmap = {"g1": entry_for(graph_contact())}
+        plan = plan_contacts(OWNER, [graph_contact(jobTitle="CEO")], contactmap=cmap)
+        row = map_changes(plan, created={"g1": "cv-new"}).upserts["g1"]
+        assert row.cv_contact_id == "cv-new"
+        assert row.hash == contact_hash(mapped(graph_contact(jobTitle="CEO")).fields())
+
     def test_stored_hashes_let_the_next_identical_round_do_nothing(self) -> None:
         contact = graph_contact()
         first = plan_contacts(OWNER, [contact], contactmap={}, cv_synced={})
@@ -653,3 +666,36 @@ def test_create_map_entry_records_owner_folder_and_hashes() -> None:
     entry = create.map_entry("cv-9")
     assert (entry.cv_contact_id, entry.owner_cv_user_id, entry.folder_id) == ("cv-9", OWNER, FOLDER)
     assert entry.field_hashes == field_hashes(create.contact.fields())
+
+
+# --------------------------------------------------------------------------- cursors and schedule
+
+
+class TestCursors:
+    def test_a_cursor_round_trips_through_its_table_rows(self) -> None:
+        at = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+        folder_id = "AAMkAGI2TG93AAA/+="  # opaque, with characters a row key may not hold
+        cursor = UserCursor("oid-1", "cv-7", {folder_id: FolderCursor(folder_id, "Klanten", "https://graph/delta?x=1")},
+                            full_at=at, hold="h", synced=12, retries=1)
+        rows = cursor.rows()
+        assert all("/" not in key for key in rows)
+        assert load_cursors(rows) == {"oid-1": cursor}
+
+    def test_folder_rows_of_users_without_a_user_row_are_ignored(self) -> None:
+        rows = UserCursor("oid-1", "cv-7", {"f": FolderCursor("f")}).rows()
+        del rows["oid-1"]
+        assert load_cursors(rows) == {}
+
+    def test_the_full_reconcile_is_due_after_full_sync_hours_spread_over_the_last_quarter(self) -> None:
+        start = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+        oids = [f"user-{i}" for i in range(200)]
+        assert all(full_reconcile_due(o, None, start, 24) for o in oids)
+        assert not any(full_reconcile_due(o, start, start + timedelta(hours=17, minutes=59), 24) for o in oids)
+        assert all(full_reconcile_due(o, start, start + timedelta(hours=24), 24) for o in oids)
+        halfway = sum(full_reconcile_due(o, start, start + timedelta(hours=21), 24) for o in oids)
+        assert 50 < halfway < 150  # spread, so users first synced together do not all come back in one run
+
+    def test_delta_rounds_ask_only_for_the_mapped_properties(self) -> None:
+        url = delta_start("oid-1", "AAMk=")
+        assert url.startswith("/users/oid-1/contactFolders/AAMk%3D/contacts/delta?$select=id,parentFolderId,")
+        assert "homePhones" in url and "notes" not in url.lower()
