@@ -119,7 +119,7 @@ def human_summary(r: RunReport) -> str:
     lines = [head,
              f"  created {r.created}, updated {r.updated}, linked {r.linked}, deleted {r.deleted}, deactivated {r.deactivated}, "
              f"unchanged {r.unchanged}, skipped {len(r.skipped)}, failed {len(r.failed)}"]
-    lines += [f"  skipped {s['id']}: {s['reason']}" for s in r.skipped[:50]]
+    lines += [f"  skipped {s['name'] + ' (' + s['id'] + ')' if s.get('name') else s['id']}: {s['reason']}" for s in r.skipped[:50]]
     if len(r.skipped) > 50:
         lines.append(f"  ... and {len(r.skipped) - 50} more skipped (use --json for all)")
     lines += [f"  warning {w['id']}: {w['reason']}" for w in r.warnings[:20]]

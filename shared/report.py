@@ -38,9 +38,9 @@ class RunReport:
         with self._lock:
             setattr(self, what, getattr(self, what) + n)
 
-    def add_skip(self, item_id: str, reason: str) -> None:
+    def add_skip(self, item_id: str, reason: str, name: str = "") -> None:
         with self._lock:
-            self.skipped.append({"id": item_id, "reason": reason})
+            self.skipped.append({"id": item_id, "reason": reason, **({"name": name} if name else {})})
 
     def add_failure(self, item_id: str, reason: str) -> None:
         with self._lock:

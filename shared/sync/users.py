@@ -122,8 +122,8 @@ GraphUser: TypeAlias = Mapping[str, Any]
 
 # Ineligibility reasons (also used by tests and the apply layer).
 REASON_NO_EMAIL = "no email in Entra contact info (mail is empty; the sign-in name is not used)"
-REASON_GUEST = "guest user (not synced unless include_guests is on)"
-REASON_DISABLED = "disabled in Entra (not synced unless include_disabled is on)"
+REASON_GUEST = "guest user (not synced unless NEXXT365_INCLUDE_GUESTS=true)"
+REASON_DISABLED = "disabled in Entra (not synced unless NEXXT365_INCLUDE_DISABLED=true)"
 # Why a linked user counts as removed.
 WHY_DELETED = "deleted in Entra"
 WHY_DISABLED = "disabled in Entra"
@@ -511,6 +511,7 @@ Action: TypeAlias = Create | Update | LinkAction | Deactivate
 class Skip:
     id: str
     reason: str
+    name: str = ""  # "Display Name <mail>" when known, so a report reads without looking up Object-IDs
 
 
 @dataclass(frozen=True)
@@ -740,7 +741,14 @@ class _Planner:
     # ---- helpers
 
     def _skip(self, item_id: str, reason: str) -> None:
-        self.out.skips.append(Skip(item_id, reason))
+        self.out.skips.append(Skip(item_id, reason, self._name(item_id)))
+
+    def _name(self, item_id: str) -> str:
+        user = self.users.get(_key(item_id))
+        link = self.links.get(_key(item_id))
+        display = _text(user.get("displayName")) if user else (link.display_name if link else "")
+        mail = _text(user.get("mail")) if user else (link.email if link else "")
+        return f"{display} <{mail}>" if display and mail else display or mail
 
     def _row(self, key: str, link: Link) -> None:
         """Write `link` unless the table already holds exactly that."""
@@ -1568,7 +1576,7 @@ def _report_plan(report: RunReport, plan: UsersPlan, replans: Sequence[UsersPlan
     plans = [plan, *replans]
     for p in plans:
         for s in p.skips:
-            report.add_skip(s.id, s.reason)
+            report.add_skip(s.id, s.reason, s.name)
     for w in plan.warnings:
         report.add_warning(w.id, w.reason)
     report.count("unchanged", plan.unchanged)
