@@ -104,3 +104,18 @@ def test_run_all_isolates_configuration_errors(monkeypatch: pytest.MonkeyPatch, 
     with caplog.at_level("ERROR", logger="nexxt365"):
         assert runner.run_all("users", Settings(env={"NEXXT365_STATE": "UseDevelopmentStorage=true"}, local={})) == []
     assert "NEXXT365_TENANT is not set" in caplog.text
+
+
+def test_run_all_runs_every_customer_and_one_failing_customer_stops_none(world: World, azurite) -> None:  # type: ignore[no-untyped-def]
+    with World() as other:
+        broken = replace(other.tenant, client_secret=lambda: "wrong")
+
+        class TwoCustomers(Settings):
+            def tenants(self):  # type: ignore[no-untyped-def]
+                return [broken, world.tenant]
+
+        settings = TwoCustomers(env={"NEXXT365_STATE": azurite.connection_string}, local={})
+        reports = runner.run_all("slow", settings, verify=world.verify)
+    by_tenant = {r.tenant: r for r in reports}
+    assert by_tenant[world.tenant.key].exit_code == 0
+    assert by_tenant[broken.key].exit_code == 2 and "AADSTS7000215" in (by_tenant[broken.key].error or "")
