@@ -27,8 +27,13 @@ from shared.sandbox.server import Request
 from shared.sandbox.world import World
 from shared.settings import Settings
 from shared.state import Store
-from shared.sync import contacts
-from shared.sync.contacts import CURSOR_SCOPE, REASON_PUBLIC_KEPT
+from shared.sync import contacts_run
+from shared.sync.contacts import (
+    REASON_PUBLIC_KEPT,
+)
+from shared.sync.contacts_run import (
+    CURSOR_SCOPE,
+)
 from shared.sync.users import Link
 
 pytestmark = pytest.mark.integration
@@ -368,7 +373,7 @@ def test_a_run_out_of_time_stops_starting_writes_and_the_next_run_continues(
         world: World, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     anna = person(world, store)
     ids = {contact(world, anna, n=i) for i in range(3)}
-    monkeypatch.setattr(contacts, "WRITE_BUDGET_S", 0.0)  # as if the Functions timeout were near
+    monkeypatch.setattr(contacts_run, "WRITE_BUDGET_S", 0.0)  # as if the Functions timeout were near
 
     stopped = sync(world, store)
 

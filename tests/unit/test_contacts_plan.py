@@ -27,25 +27,27 @@ from shared.sync.contacts import (
     ContactsPlan,
     Create,
     Delete,
-    FolderCursor,
     MapEntry,
     MappedContact,
     Skip,
-    UserCursor,
     contact_hash,
     contactmap_from_rows,
-    delta_start,
     field_hashes,
-    full_reconcile_due,
     hold_key,
     index_synced,
-    load_cursors,
     map_changes,
     map_contact,
     plan_contacts,
     render_plan,
     retained_plan,
     summarize,
+)
+from shared.sync.contacts_run import (
+    FolderCursor,
+    UserCursor,
+    delta_start,
+    full_reconcile_due,
+    load_cursors,
 )
 
 OWNER = "cv-user-1"

@@ -36,7 +36,6 @@ from shared.sync.users import (
     explain_user,
     field_hashes,
     fields_hash,
-    full_round_reason,
     is_valid_email,
     language,
     links_from_rows,
@@ -44,6 +43,9 @@ from shared.sync.users import (
     plan_users,
     render_plan,
     split_display_name,
+)
+from shared.sync.users_run import (
+    full_round_reason,
 )
 
 OID_JAN = "11111111-1111-1111-1111-111111111111"
