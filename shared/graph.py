@@ -301,9 +301,11 @@ class Graph:
                     f"{short}: the mailbox is outside the app's mailbox scope (Exchange application access policy or "
                     "RBAC for Applications). Add the user to the scoped group if they have ClearVox.",
                     status, code, out_of_scope=True)
+            scoped = (" If mailbox access is granted through Exchange RBAC for Applications instead, this mailbox is "
+                      "outside that scope.") if lc == "erroraccessdenied" else ""
             return ConsentError(
                 f"Microsoft Graph denied {short}: the app lacks the {perm} application permission or admin consent "
-                f"was not granted. Fix: {CONSENT_STEP.format(app=self.tenant.client_id, perm=perm)}.", permission=perm)
+                f"was not granted. Fix: {CONSENT_STEP.format(app=self.tenant.client_id, perm=perm)}.{scoped}", permission=perm)
         if status == 401:
             return GraphAuthError(f"Microsoft Graph rejected the access token for {short} ({code or 'HTTP 401'}).")
         if status == 400 and "delta" in short.lower() and ("token" in message.lower()):
