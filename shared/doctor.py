@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from shared.clearvox import ClearVox
-from shared.errors import ClearVoxError, ClearVoxNotFound, ConsentError, GraphAuthError, GraphError, Nexxt365Error
+from shared.errors import ClearVoxError, ClearVoxNotFound, Nexxt365Error
 from shared.graph import CONSENT_STEP, PERMISSIONS, Graph
 from shared.settings import Tenant
 from shared.state import Store
@@ -138,5 +138,3 @@ def render(tenant: Tenant, checks: list[Check]) -> str:
     lines.append("  all checks passed" if not failed else f"  {failed} check(s) failed: fix them and run doctor again")
     return "\n".join(lines)
 
-
-__all__ = ["Check", "ConsentError", "GraphAuthError", "GraphError", "render", "run_doctor"]

@@ -12,12 +12,10 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
-from shared.sandbox.azurite import Azurite
 from shared.sandbox.clearvox_sim import ClearVoxSim
 from shared.sandbox.graph_sim import GraphSim
 from shared.sandbox.tls import ca_bundle_path
 from shared.settings import Options, Tenant
-from shared.state import Store
 
 
 class World:
@@ -82,5 +80,3 @@ class World:
             "REQUESTS_CA_BUNDLE": self.verify,
         }
 
-
-__all__ = ["Azurite", "Store", "World"]
