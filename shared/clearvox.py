@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -184,8 +185,29 @@ class ClearVox:
         for item in self._pages(self._account_path() + "/users", params, what="account"):
             yield _user(item)
 
-    def list_users(self) -> list[CvUser]:
-        return list(self.iter_users())
+    def list_users(self, concurrency: int = 8) -> list[CvUser]:
+        """Every user of the account. After the first page (which gives the total) the
+        other pages are fetched in parallel: 10,000 users are 100 pages, too slow one by one."""
+        path = self._account_path() + "/users"
+
+        def page(number: int) -> dict[str, Any]:
+            return self._call("GET", path, params={"page": str(number), "per_page": str(PAGE_SIZE)}, what="account")
+
+        first = page(1)
+        meta = first.get("meta") or {}
+        per_page = int(meta.get("per_page") or PAGE_SIZE)
+        total = int(meta.get("total") or 0)
+        pages = [first]
+        rest = range(2, -(-total // max(per_page, 1)) + 1)
+        if len(rest):
+            with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(rest)))) as pool:
+                pages += list(pool.map(page, rest))
+        users: dict[str, CvUser] = {}
+        for envelope in pages:
+            for item in envelope.get("data") or []:
+                user = _user(item)
+                users[user.id] = user  # a user created meanwhile may shift across a page boundary
+        return list(users.values())
 
     def find_user_by_email(self, email: str) -> CvUser | None:
         """The user with this email, compared case-insensitively as ClearVox does."""

@@ -665,7 +665,7 @@ class ContactsRun:
 
         def all_users() -> None:
             try:
-                found = {u.id: ("active" if u.active else "inactive") for u in self.cv.iter_users()}
+                found = {u.id: ("active" if u.active else "inactive") for u in self.cv.list_users()}
             except _ABORT:
                 raise
             except ClearVoxError:
