@@ -134,8 +134,6 @@ class ClearVoxSim(SimServer):
         tls: bool = True,
     ) -> None:
         super().__init__(latency=latency, tls=tls)
-        # Headers and body go out in two writes: without TCP_NODELAY each answer waits ~40 ms for a delayed ACK.
-        self.httpd.RequestHandlerClass.disable_nagle_algorithm = True  # type: ignore[attr-defined]
         self.account_id = account_id
         self.account_name = account_name
         self.api_key = api_key
@@ -165,17 +163,6 @@ class ClearVoxSim(SimServer):
             (re.compile(r"/contacts/([^/]+)"), "/contacts/{contactId}",
              {"GET": self._get_contact, "PATCH": self._patch_contact, "DELETE": self._delete_contact}),
         ]
-
-    # -- lifecycle -------------------------------------------------------------
-    def start(self) -> ClearVoxSim:
-        """As SimServer.start, polling for shutdown every 20 ms so a test's teardown does not wait 0.5 s."""
-        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02},
-                                        name=type(self).__name__, daemon=True)
-        self._thread.start()
-        return self
-
-    def __enter__(self) -> ClearVoxSim:
-        return self.start()
 
     # -- Python API for tests, the demo and the bench -----------------------
     def add_user(self, **fields: Any) -> dict[str, Any]:

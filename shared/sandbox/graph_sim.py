@@ -23,7 +23,6 @@ import json
 import math
 import os
 import re
-import threading
 import time
 import uuid
 from collections import Counter, OrderedDict
@@ -216,17 +215,6 @@ class GraphSim(GraphStore, SimServer):
         self._delta_epoch = {"users": 0, "contacts": 0}
         self._epoch_modes: dict[str, list[str]] = {"users": [], "contacts": []}
         self._rounds: OrderedDict[str, _Round] = OrderedDict()
-
-    # -- lifecycle (typed for this class) ----------------------------------
-    def start(self) -> GraphSim:
-        # a short poll interval makes stop() quick: tests start and stop one simulator each
-        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02},
-                                        name=type(self).__name__, daemon=True)
-        self._thread.start()
-        return self
-
-    def __enter__(self) -> GraphSim:
-        return self.start()
 
     @property
     def authority(self) -> str:

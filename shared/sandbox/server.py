@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 from shared.sandbox.tls import server_context
@@ -127,8 +127,10 @@ class SimServer:
         scheme = "https" if self.tls else "http"
         return f"{scheme}://{host!s}:{port}"
 
-    def start(self) -> SimServer:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name=type(self).__name__, daemon=True)
+    def start(self) -> Self:
+        # A short poll interval makes stop() quick: tests start and stop simulators by the hundred.
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02},
+                                        name=type(self).__name__, daemon=True)
         self._thread.start()
         return self
 
@@ -136,7 +138,7 @@ class SimServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def __enter__(self) -> SimServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -36,18 +36,7 @@ def test_cursor_is_replaced_not_merged(store: Store) -> None:
 
 def test_of_two_simultaneous_lease_takers_exactly_one_proceeds(store: Store) -> None:
     state = store.for_tenant("t")
-    barrier = threading.Barrier(2)
-    results: list[object] = []
-
-    def take() -> None:
-        barrier.wait()
-        results.append(store.for_tenant("t").acquire_lease("users", timedelta(minutes=5)))
-
-    threads = [threading.Thread(target=take) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = _race(store, "users")
     assert sum(r is not None for r in results) == 1
     assert state.acquire_lease("users", timedelta(minutes=5)) is None
 
@@ -55,18 +44,7 @@ def test_of_two_simultaneous_lease_takers_exactly_one_proceeds(store: Store) -> 
 def test_an_expired_lease_is_taken_over_by_exactly_one_of_two_racers(store: Store) -> None:
     state = store.for_tenant("t")
     assert state.acquire_lease("calendar", timedelta(seconds=-1)) is not None  # a crashed run's lease
-    barrier = threading.Barrier(2)
-    results: list[object] = []
-
-    def take() -> None:
-        barrier.wait()
-        results.append(store.for_tenant("t").acquire_lease("calendar", timedelta(minutes=5)))
-
-    threads = [threading.Thread(target=take) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = _race(store, "calendar")
     assert sum(r is not None for r in results) == 1
 
 
@@ -79,3 +57,20 @@ def test_release_frees_the_lease_only_for_its_owner(store: Store) -> None:
     assert again is not None
     state.release_lease(lease)  # the old owner's release must not free the new owner's lease
     assert state.acquire_lease("contacts", timedelta(minutes=5)) is None
+
+
+def _race(store: Store, sync: str) -> list[object]:
+    """Two takers released at the same instant, each with its own clients."""
+    barrier = threading.Barrier(2)
+    results: list[object] = []
+
+    def take() -> None:
+        barrier.wait()
+        results.append(store.for_tenant("t").acquire_lease(sync, timedelta(minutes=5)))
+
+    threads = [threading.Thread(target=take) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
