@@ -66,7 +66,7 @@ AVAILABLE = "available"
 SHOW_AS_PRIORITY: tuple[str, ...] = ("oof", "busy", "workingelsewhere", "tentative", "free")
 _RANK = {name: rank for rank, name in enumerate(SHOW_AS_PRIORITY)}
 # How each show-as is spelled in Graph, for messages.
-_SHOW_AS_SPELLING = {"oof": "oof", "busy": "busy", "workingelsewhere": "workingElsewhere",
+SHOW_AS_SPELLING = {"oof": "oof", "busy": "busy", "workingelsewhere": "workingElsewhere",
                      "tentative": "tentative", "free": "free"}
 
 DEFAULT_STATUS_MAP: Mapping[str, str | None] = {
@@ -147,7 +147,7 @@ def parse_status_map(text: str | None) -> dict[str, str | None]:
         if not sep or not show_as or not status:
             _bad_map(f"{part!r} is not of the form show-as=status")
         if show_as not in _RANK:
-            names = ", ".join(_SHOW_AS_SPELLING[s] for s in SHOW_AS_PRIORITY)
+            names = ", ".join(SHOW_AS_SPELLING[s] for s in SHOW_AS_PRIORITY)
             _bad_map(f"unknown show-as {name.strip()!r} (use {names})")
         if status != "none" and status not in STATUSES:
             _bad_map(f"unknown status {value.strip()!r} for {name.strip()} (use {', '.join(STATUSES)} or none)")
@@ -167,7 +167,7 @@ def _bad_map(problem: str) -> NoReturn:
 
 def event_key(start: datetime, end: datetime, show_as: str) -> str:
     """Opaque, stable id of a calendar period: the same from getSchedule and calendarView, never the subject."""
-    text = f"{_utc(start).isoformat()}|{_utc(end).isoformat()}|{show_as.lower()}"
+    text = f"{as_utc(start).isoformat()}|{as_utc(end).isoformat()}|{show_as.lower()}"
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
@@ -183,8 +183,8 @@ class ScheduleItem:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "show_as", self.show_as.strip().lower())
-        object.__setattr__(self, "start", _utc(self.start))
-        object.__setattr__(self, "end", _utc(self.end))
+        object.__setattr__(self, "start", as_utc(self.start))
+        object.__setattr__(self, "end", as_utc(self.end))
         object.__setattr__(self, "key", event_key(self.start, self.end, self.show_as))
 
     def covers(self, moment: datetime) -> bool:
@@ -325,7 +325,7 @@ def resolve(items: Iterable[ScheduleItem], now: datetime, status_map: Mapping[st
     does map. Ties go to the event that started first (then the longer one), so the
     winner, and with it the ledger's event key, stays put while events overlap.
     """
-    moment = _utc(now)
+    moment = as_utc(now)
     covering = [i for i in items if i.covers(moment) and status_map.get(i.show_as) is not None]
     if not covering:
         return IDLE
@@ -340,7 +340,7 @@ def next_change_after(
 
     Lets a caller that holds a look-ahead of the schedule skip users until then.
     """
-    moment = _utc(now)
+    moment = as_utc(now)
     current = resolve(items, moment, status_map)
     boundaries = sorted(
         {t for i in items if status_map.get(i.show_as) is not None for t in (i.start, i.end) if t > moment}
@@ -376,8 +376,8 @@ class LedgerEntry:
     manual: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "until", _utc(self.until))
-        object.__setattr__(self, "set_at", _utc(self.set_at))
+        object.__setattr__(self, "until", as_utc(self.until))
+        object.__setattr__(self, "set_at", as_utc(self.set_at))
 
     def to_row(self) -> dict[str, str | int | bool | datetime]:
         """Table Storage properties. Every field is written (None as ""), because upsert merges."""
@@ -398,8 +398,8 @@ class LedgerEntry:
             return cls(
                 key=str(row["event_key"]),
                 show_as=str(row["show_as"]),
-                until=_row_datetime(row["until"]),
-                set_at=_row_datetime(row["set_at"]),
+                until=row_datetime(row["until"]),
+                set_at=row_datetime(row["set_at"]),
                 status=str(row.get("status") or "") or None,
                 manual=bool(row.get("manual", False)),
             )
@@ -407,7 +407,7 @@ class LedgerEntry:
             raise ValueError(f"unreadable presence ledger row: {exc}") from None
 
 
-def _row_datetime(value: Any) -> datetime:
+def row_datetime(value: Any) -> datetime:
     """Table Storage hands back datetimes (UTC); tolerate ISO text and a missing zone, which is UTC there."""
     moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
@@ -476,7 +476,7 @@ def decide(
     Call it with `current` None first; it answers Action.CHECK when, and only when,
     the current ClearVox status is needed, then call it again with that status.
     """
-    moment = _utc(now)
+    moment = as_utc(now)
     if resolution is None:
         return Decision(Action.LEAVE, REASON_NO_DATA)
     if needs_current(resolution, ledger) and current is None:
@@ -512,7 +512,7 @@ def _manual_outside_owned_event(current: CvStatus, ledger: LedgerEntry | None) -
         return False
     if ledger is None or ledger.status is None:
         return True
-    return _utc(current.changed_at) > ledger.until
+    return as_utc(current.changed_at) > ledger.until
 
 
 def _decide_idle(ledger: LedgerEntry | None, current: CvStatus | None, respect_manual: bool) -> Decision:
@@ -527,7 +527,7 @@ def _decide_idle(ledger: LedgerEntry | None, current: CvStatus | None, respect_m
     if current.status == AVAILABLE:
         return Decision(Action.NOTHING, REASON_ALREADY, ledger_op=LedgerOp.DELETE)
     if current.changed_by == "user":
-        if _utc(current.changed_at) > ledger.until:
+        if as_utc(current.changed_at) > ledger.until:
             return Decision(Action.LEAVE, REASON_MANUAL_AFTER, ledger_op=LedgerOp.DELETE)
         if respect_manual:
             return Decision(Action.LEAVE, REASON_MANUAL_RESPECTED, ledger_op=LedgerOp.PUT,
@@ -538,7 +538,7 @@ def _decide_idle(ledger: LedgerEntry | None, current: CvStatus | None, respect_m
 # ---------------------------------------------------------------- helpers
 
 
-def _utc(moment: datetime) -> datetime:
+def as_utc(moment: datetime) -> datetime:
     """Aware UTC; a naive datetime is a programming error here, not something to guess about."""
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError(f"naive datetime {moment.isoformat()}: give a time zone")

@@ -29,20 +29,20 @@ from shared.errors import (
 )
 from shared.graph import SCHEDULE_LIMIT
 from shared.sync.calendar import (
-    _SHOW_AS_SPELLING,
+    SHOW_AS_SPELLING,
     Action,
     Decision,
     LedgerEntry,
     LedgerOp,
     Resolution,
     ScheduleDataError,
-    _row_datetime,
-    _utc,
+    as_utc,
     decide,
     items_from_schedule,
     log,
     parse_status_map,
     resolve,
+    row_datetime,
 )
 from shared.sync.users import Link, links_from_rows
 
@@ -132,7 +132,7 @@ def fetch_schedules(graph: Graph, ids: Sequence[str], now: datetime, *,
     ConsentError is raised only when no chunk at all could be read: then the app
     really lacks Calendars.Read.
     """
-    start = _utc(now)
+    start = as_utc(now)
     end = start + timedelta(minutes=FETCH_WINDOW_MINUTES)
     chunks = anchor_chunks(ids, avoid_as_anchor)
     answered = threading.Event()
@@ -205,7 +205,7 @@ class CalendarRun:
         # A typo in the map must not change anyone's status: ConfigError before any I/O (exit 2).
         self.status_map = parse_status_map(ctx.options.status_map)
         self.respect_manual = ctx.options.respect_manual
-        self.now = _utc(ctx.now)
+        self.now = as_utc(ctx.now)
         self.dry_run = ctx.dry_run
         self._lock = threading.Lock()
         self._abort = threading.Event()
@@ -410,7 +410,7 @@ def notice_due(row: Mapping[str, Any] | None, kind: NoticeKind, now: datetime) -
     if row is None or row.get("kind") != str(kind):
         return True
     try:
-        last = _row_datetime(row["reported_at"])
+        last = row_datetime(row["reported_at"])
     except (KeyError, TypeError, ValueError):
         return True
     return now >= last + NOTICE_INTERVAL or now < last
@@ -435,7 +435,7 @@ def _transition(who: str, run: UserRun) -> dict[str, Any]:
         "from": run.current.status if run.current is not None else None,
         "to": run.decision.status,
         "reason": run.decision.reason,
-        "show_as": _SHOW_AS_SPELLING.get(event.show_as, event.show_as) if event is not None else None,
+        "show_as": SHOW_AS_SPELLING.get(event.show_as, event.show_as) if event is not None else None,
         "until": f"{event.end:%Y-%m-%d %H:%M} UTC" if event is not None else None,
     }
 

@@ -136,7 +136,7 @@ class MappedContact:
         return contact_hash(self.fields())
 
 
-def _text(value: Any, limit: int, label: str, warnings: list[str]) -> str | None:
+def _clipped_text(value: Any, limit: int, label: str, warnings: list[str]) -> str | None:
     """Stripped text or None; cut to the contract's limit (reported) instead of failing the write."""
     if not isinstance(value, str):
         return None
@@ -212,9 +212,9 @@ def map_contact(graph_contact: Mapping[str, Any], region: str = DEFAULT_REGION) 
         reason = REASON_NO_NUMBER + (f": {'; '.join(dropped)}" if dropped else "")
         return Skip(graph_id, reason, contact_name(graph_contact))
 
-    first = _text(graph_contact.get("givenName"), MAX_NAME, "first name", warnings)
-    last = _text(graph_contact.get("surname"), MAX_NAME, "last name", warnings)
-    company = _text(graph_contact.get("companyName"), MAX_TEXT, "company", warnings)
+    first = _clipped_text(graph_contact.get("givenName"), MAX_NAME, "first name", warnings)
+    last = _clipped_text(graph_contact.get("surname"), MAX_NAME, "last name", warnings)
+    company = _clipped_text(graph_contact.get("companyName"), MAX_TEXT, "company", warnings)
     emails = _emails(graph_contact)
     middle = graph_contact.get("middleName")
     full_name = " ".join(
@@ -224,7 +224,7 @@ def map_contact(graph_contact: Mapping[str, Any], region: str = DEFAULT_REGION) 
     candidates = (graph_contact.get("displayName"), full_name, graph_contact.get("companyName"),
                   emails[0] if emails else None, phones[0].number)
     raw_display = next(c for c in candidates if isinstance(c, str) and c.strip())
-    display = _text(raw_display, MAX_DISPLAY_NAME, "display name", warnings) or phones[0].number
+    display = _clipped_text(raw_display, MAX_DISPLAY_NAME, "display name", warnings) or phones[0].number
 
     return MappedContact(
         graph_contact_id=graph_id,
@@ -233,7 +233,7 @@ def map_contact(graph_contact: Mapping[str, Any], region: str = DEFAULT_REGION) 
         first_name=first,
         last_name=last,
         company=company,
-        job_title=_text(graph_contact.get("jobTitle"), MAX_TEXT, "job title", warnings),
+        job_title=_clipped_text(graph_contact.get("jobTitle"), MAX_TEXT, "job title", warnings),
         emails=emails,
         phone_numbers=phones,
         warnings=tuple(warnings),
@@ -252,19 +252,19 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _digest(payload: Any, length: int) -> str:
+def digest(payload: Any, length: int) -> str:
     text = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
 
 
 def contact_hash(fields: Mapping[str, Any]) -> str:
     """Stable hash of the synced fields: equal for equal content, independent of key order and containers."""
-    return _digest({k: _plain(fields.get(k)) for k in SYNCED_FIELDS}, 32)
+    return digest({k: _plain(fields.get(k)) for k in SYNCED_FIELDS}, 32)
 
 
 def field_hashes(fields: Mapping[str, Any]) -> dict[str, str]:
     """One short hash per synced field: lets an update patch only what changed, without storing the values."""
-    return {k: _digest(_plain(fields.get(k)), 16) for k in SYNCED_FIELDS}
+    return {k: digest(_plain(fields.get(k)), 16) for k in SYNCED_FIELDS}
 
 
 def cv_fields(contact: CvContact) -> dict[str, Any]:
@@ -370,7 +370,7 @@ class Create:
 
     def changes_against(self, existing: CvContact) -> dict[str, Any]:
         """For a `reconcile` create that found its contact: the fields to patch instead of creating."""
-        return _differing_fields(self.contact.fields(), cv_fields(existing))
+        return differing_fields(self.contact.fields(), cv_fields(existing))
 
 
 @dataclass(frozen=True)
@@ -498,7 +498,7 @@ class ContactsPlan:
 
 def hold_key(owner_cv_user_id: str, graph_contact_ids: Iterable[str]) -> str:
     """Identity of a set of deletions: what a later run compares to recognise the same set."""
-    return _digest([owner_cv_user_id, sorted(set(graph_contact_ids))], 32)
+    return digest([owner_cv_user_id, sorted(set(graph_contact_ids))], 32)
 
 
 def _changed_fields(new: Mapping[str, Any], written: Mapping[str, str]) -> dict[str, Any]:
@@ -507,7 +507,7 @@ def _changed_fields(new: Mapping[str, Any], written: Mapping[str, str]) -> dict[
     return {k: new[k] for k in SYNCED_FIELDS if written.get(k) != hashes[k]}
 
 
-def _differing_fields(new: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
+def differing_fields(new: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
     return {k: new[k] for k in SYNCED_FIELDS if _plain(new[k]) != _plain(current.get(k))}
 
 
@@ -631,7 +631,7 @@ def _plan_change(plan: ContactsPlan, mapped: MappedContact, entry: MapEntry | No
     elif written is not None and written.field_hashes:
         diff = _changed_fields(new, written.field_hashes)  # only what Outlook changed since the last write
     elif current is not None:
-        diff = _differing_fields(new, cv_fields(current))  # reconciling: compare with what is there
+        diff = differing_fields(new, cv_fields(current))  # reconciling: compare with what is there
     else:
         diff = dict(new)  # nothing known about what was written: write it all
     if written is None:

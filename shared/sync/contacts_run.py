@@ -59,12 +59,12 @@ from shared.sync.contacts import (
     Retained,
     Skip,
     Update,
-    _differing_fields,
-    _digest,
     contact_hash,
     contact_name,
     contactmap_from_rows,
     cv_fields,
+    differing_fields,
+    digest,
     field_hashes,
     hold_key,
     index_synced,
@@ -157,7 +157,7 @@ class UserCursor:
     needs_full: bool = False  # e.g. the contactmap was found incomplete
 
     def folder_key(self, folder_id: str) -> str:
-        return f"{self.object_id}|{_digest(folder_id, 20)}"  # Graph ids are long and opaque: hash them into the key
+        return f"{self.object_id}|{digest(folder_id, 20)}"  # Graph ids are long and opaque: hash them into the key
 
     def rows(self) -> dict[str, dict[str, Any]]:
         """The table rows of this cursor (None values are left out by the state layer)."""
@@ -202,7 +202,7 @@ def full_reconcile_due(object_id: str, since: datetime | None, now: datetime, ho
     """
     if since is None:
         return True
-    spread = int(_digest(object_id, 8), 16) / 16**8
+    spread = int(digest(object_id, 8), 16) / 16**8
     return now - since >= timedelta(hours=hours) * (1 - FULL_SPREAD * spread)
 
 
@@ -837,7 +837,7 @@ class ContactsRun:
             except ClearVoxNotFound:
                 return _Done(index, "user_missing", reason=f"ClearVox user {owner} not found")
             if existing is not None:
-                diff = _differing_fields(contact.fields(), cv_fields(existing))
+                diff = differing_fields(contact.fields(), cv_fields(existing))
                 if diff:
                     self.cv.update_contact(existing.id, diff)
                 return _Done(index, "updated" if diff else "unchanged", existing.id, replaced=True)

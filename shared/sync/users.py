@@ -135,7 +135,7 @@ class UsersOptions:
             raise ConfigError(f"max_deactivations {self.max_deactivations} must be 0 or more.")
         if self.users_group_members is not None:
             # Object ids compare case-insensitively (GUIDs pasted by people come in both cases).
-            object.__setattr__(self, "users_group_members", frozenset(_key(m) for m in self.users_group_members))
+            object.__setattr__(self, "users_group_members", frozenset(object_key(m) for m in self.users_group_members))
 
     @classmethod
     def from_settings(
@@ -249,12 +249,12 @@ def is_valid_email(text: str) -> bool:
     return len(text) <= 254 and _EMAIL.match(text) is not None
 
 
-def _text(value: Any) -> str:
+def text_of(value: Any) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
 def is_guest(user: GraphUser) -> bool:
-    return _text(user.get("userType")).lower() == "guest"
+    return text_of(user.get("userType")).lower() == "guest"
 
 
 def is_disabled(user: GraphUser) -> bool:
@@ -268,7 +268,7 @@ def ineligible_reason(user: GraphUser, options: UsersOptions) -> str | None:
         return REASON_GUEST
     if is_disabled(user) and not options.include_disabled:
         return REASON_DISABLED
-    mail = _text(user.get("mail"))
+    mail = text_of(user.get("mail"))
     if not mail:
         return REASON_NO_EMAIL
     if not is_valid_email(mail):
@@ -296,12 +296,12 @@ def names(user: GraphUser) -> tuple[str, str, str]:
 
     ClearVox requires both names, so a one-word name is used for both.
     """
-    display = " ".join(_text(user.get("displayName")).split())
+    display = " ".join(text_of(user.get("displayName")).split())
     dn_first, dn_last = split_display_name(display)
-    first = _text(user.get("givenName")) or dn_first
-    last = _text(user.get("surname")) or dn_last
+    first = text_of(user.get("givenName")) or dn_first
+    last = text_of(user.get("surname")) or dn_last
     if not first and not last:
-        first = last = _text(user.get("mail")).partition("@")[0]
+        first = last = text_of(user.get("mail")).partition("@")[0]
     first, last = first or last, last or first
     if not display:
         display = first if first == last else f"{first} {last}"
@@ -310,7 +310,7 @@ def names(user: GraphUser) -> tuple[str, str, str]:
 
 def language(preferred: Any) -> str | None:
     """'nl-NL' -> 'nl'; None for anything ClearVox does not know, meaning: leave ClearVox's value (default nl)."""
-    primary = _text(preferred).replace("_", "-").partition("-")[0].lower()
+    primary = text_of(preferred).replace("_", "-").partition("-")[0].lower()
     return primary if primary in LANGUAGES else None
 
 
@@ -327,12 +327,12 @@ def desired_fields(user: GraphUser, region: str = DEFAULT_REGION) -> tuple[dict[
         "first_name": first,
         "last_name": last,
         "display_name": display,
-        "email": _text(user.get("mail")),
+        "email": text_of(user.get("mail")),
     }
     phones = user.get("businessPhones") or []
     business = phones[0] if isinstance(phones, list | tuple) and phones else None
     for name, raw in (("phone_number", business), ("mobile_number", user.get("mobilePhone"))):
-        text = _text(raw)
+        text = text_of(raw)
         if not text:
             fields[name] = None
             continue
@@ -340,8 +340,8 @@ def desired_fields(user: GraphUser, region: str = DEFAULT_REGION) -> tuple[dict[
             fields[name] = to_e164(text, region)
         except UnparseablePhone as exc:
             warnings.append(f"{name} left out: {exc}")
-    fields["job_title"] = _text(user.get("jobTitle")) or None
-    fields["department"] = _text(user.get("department")) or None
+    fields["job_title"] = text_of(user.get("jobTitle")) or None
+    fields["department"] = text_of(user.get("department")) or None
     lang = language(user.get("preferredLanguage"))
     if lang:
         fields["language"] = lang
@@ -388,7 +388,7 @@ def fields_hash(fields: Mapping[str, Any]) -> str:
     return _combine(field_hashes(fields))
 
 
-def _key(object_id: str) -> str:
+def object_key(object_id: str) -> str:
     return object_id.strip().lower()
 
 
@@ -605,9 +605,9 @@ class CvLookups:
 
 def cv_lookups(graph_users: Sequence[GraphUser], removed_ids: Sequence[str], links: Mapping[str, Link]) -> CvLookups:
     """By email (new users), by external id (links, pasted ones included) and by id (linked rows)."""
-    ids = {_key(str(u["id"])) for u in graph_users if u.get("id")} | {_key(i) for i in removed_ids}
-    by_key = {_key(k): v for k, v in links.items()}
-    emails = {_text(u.get("mail")).casefold() for u in graph_users if _text(u.get("mail"))}
+    ids = {object_key(str(u["id"])) for u in graph_users if u.get("id")} | {object_key(i) for i in removed_ids}
+    by_key = {object_key(k): v for k, v in links.items()}
+    emails = {text_of(u.get("mail")).casefold() for u in graph_users if text_of(u.get("mail"))}
     user_ids = {link.cv_user_id for i in ids if (link := by_key.get(i)) is not None and link.cv_user_id}
     return CvLookups(frozenset(emails), frozenset(ids), frozenset(user_ids))
 
@@ -665,24 +665,24 @@ class _Planner:
         self.users: dict[str, GraphUser] = {}
         removed: dict[str, str] = {}
         for user in graph_users:
-            oid = _text(user.get("id"))
+            oid = text_of(user.get("id"))
             if not oid:
                 continue
             if "@removed" in user:
-                removed.setdefault(_key(oid), oid)
+                removed.setdefault(object_key(oid), oid)
             else:
-                self.users.pop(_key(oid), None)  # re-insert: the last copy wins, at its last position
-                self.users[_key(oid)] = user
+                self.users.pop(object_key(oid), None)  # re-insert: the last copy wins, at its last position
+                self.users[object_key(oid)] = user
         for oid in removed_ids:
-            removed.setdefault(_key(oid), oid)
+            removed.setdefault(object_key(oid), oid)
         self.removed = {k: v for k, v in removed.items() if k not in self.users}
-        self.links = {_key(k): v for k, v in links.items()}
+        self.links = {object_key(k): v for k, v in links.items()}
         self.cv_by_id = {u.id: u for u in cv_users}
         self.cv_by_ext: dict[str, list[CvUser]] = {}
         self.cv_by_email: dict[str, list[CvUser]] = {}
         for u in cv_users:
             if u.external_application_id and u.external_application_id.strip():
-                self.cv_by_ext.setdefault(_key(u.external_application_id), []).append(u)
+                self.cv_by_ext.setdefault(object_key(u.external_application_id), []).append(u)
             if u.email and u.email.strip():
                 self.cv_by_email.setdefault(u.email.strip().casefold(), []).append(u)
 
@@ -691,7 +691,7 @@ class _Planner:
     def plan(self) -> UsersPlan:
         candidates: list[tuple[str, GraphUser]] = []
         for key, user in self.users.items():
-            oid = _text(user.get("id"))
+            oid = text_of(user.get("id"))
             members = self.options.users_group_members
             if members is not None and key not in members:
                 self._out_of_group(key, oid)
@@ -705,7 +705,7 @@ class _Planner:
                 candidates.append((key, user))
         duplicates = self._duplicates(candidates)
         for key, user in candidates:
-            self._eligible(key, user, duplicates.get(_text(user.get("mail")).casefold()))
+            self._eligible(key, user, duplicates.get(text_of(user.get("mail")).casefold()))
         for key, oid in self.removed.items():
             self._removed(key, oid, WHY_DELETED, require_row=False)
         if self.full_round:
@@ -720,10 +720,10 @@ class _Planner:
         self.out.skips.append(Skip(item_id, reason, self._name(item_id)))
 
     def _name(self, item_id: str) -> str:
-        user = self.users.get(_key(item_id))
-        link = self.links.get(_key(item_id))
-        display = _text(user.get("displayName")) if user else (link.display_name if link else "")
-        mail = _text(user.get("mail")) if user else (link.email if link else "")
+        user = self.users.get(object_key(item_id))
+        link = self.links.get(object_key(item_id))
+        display = text_of(user.get("displayName")) if user else (link.display_name if link else "")
+        mail = text_of(user.get("mail")) if user else (link.email if link else "")
         return f"{display} <{mail}>" if display and mail else display or mail
 
     def _row(self, key: str, link: Link) -> None:
@@ -799,7 +799,7 @@ class _Planner:
         """
         owners: dict[str, list[str]] = {}
         for _, user in candidates:
-            owners.setdefault(_text(user.get("mail")).casefold(), []).append(_text(user.get("id")))
+            owners.setdefault(text_of(user.get("mail")).casefold(), []).append(text_of(user.get("id")))
         if not self.full_round:
             for key, link in sorted(self.links.items()):
                 if key in self.users or key in self.removed or not link.email:
@@ -809,7 +809,7 @@ class _Planner:
         return {email: ids for email, ids in owners.items() if len(ids) > 1}
 
     def _eligible(self, key: str, user: GraphUser, duplicate_of: list[str] | None) -> None:
-        oid = _text(user.get("id"))
+        oid = text_of(user.get("id"))
         fields, self.pending_warnings = desired_fields(user, self.options.default_region)
         email = fields["email"]
         if self._ambiguous(key, oid, email):
@@ -830,7 +830,7 @@ class _Planner:
                             "the next full round decides")
             return
         if duplicate_of:
-            others = ", ".join(sorted(i for i in duplicate_of if _key(i) != key))
+            others = ", ".join(sorted(i for i in duplicate_of if object_key(i) != key))
             self._skip(oid, f"conflict: mail {email} is also the mail of Entra user {others}; not created")
             self._row(key, Link(oid, None, email, fields["display_name"], "conflict"))
             return
@@ -1044,18 +1044,18 @@ def explain_user(
     options: UsersOptions,
 ) -> list[str]:
     """Every decision about one user in words (`sync users --user`): eligible or why not, linked or matched, fields."""
-    key = _key(object_id)
-    link = {_key(k): v for k, v in links.items()}.get(key)
+    key = object_key(object_id)
+    link = {object_key(k): v for k, v in links.items()}.get(key)
     lines: list[str] = []
-    mail = _text(user.get("mail")) if user is not None else (link.email if link else "")
+    mail = text_of(user.get("mail")) if user is not None else (link.email if link else "")
     if user is None:
         known = f"; the connector knew it as {link.display_name} <{link.email}>" if link else ""
         lines.append(f"Entra: no user with Object-ID {object_id} (deleted){known}")
     else:
         enabled = "disabled" if is_disabled(user) else "enabled"
         kind = "guest" if is_guest(user) else "member"
-        lines.append(f"Entra: {_text(user.get('displayName')) or '(no display name)'} <{mail or 'no mail'}>, "
-                     f"Object-ID {object_id}, sign-in name {_text(user.get('userPrincipalName')) or '-'}, {kind}, {enabled}")
+        lines.append(f"Entra: {text_of(user.get('displayName')) or '(no display name)'} <{mail or 'no mail'}>, "
+                     f"Object-ID {object_id}, sign-in name {text_of(user.get('userPrincipalName')) or '-'}, {kind}, {enabled}")
         members = options.users_group_members
         if members is not None:
             lines.append("Users group: a (transitive) member" if key in members
@@ -1063,7 +1063,7 @@ def explain_user(
         reason = ineligible_reason(user, options)
         lines.append("Eligible: yes (member user, enabled, valid email in Entra contact info)" if reason is None
                      else f"Eligible: no - {reason}")
-    by_ext = [u for u in cv_users if _key(u.external_application_id or "") == key]
+    by_ext = [u for u in cv_users if object_key(u.external_application_id or "") == key]
     by_email = [u for u in cv_users if mail and u.email.strip().casefold() == mail.casefold() and u not in by_ext]
     for cv in by_ext:
         state = "" if cv.active else " (inactive)"
@@ -1079,37 +1079,37 @@ def explain_user(
         lines.append(f"Links table: {link.status}" + (f", ClearVox user {link.cv_user_id}" if link.cv_user_id else ""))
     decided = False
     for c in plan.creates:
-        if _key(c.object_id) == key:
+        if object_key(c.object_id) == key:
             decided = True
             lines.append("Decision: create a ClearVox user with Extern toepassing ID = Object-ID; fields:")
             lines.extend(f"  {name}: {_show(value)}" for name, value in c.fields.items())
             if c.note:
                 lines.append(f"  note: {c.note}")
     for u in plan.updates:
-        if _key(u.object_id) == key:
+        if object_key(u.object_id) == key:
             decided = True
             lines.append(f"Decision: update ClearVox user {u.cv_user_id}; fields changed:")
             lines.extend(f"  {name}: {_show(u.before.get(name))} -> {_show(new)}" for name, new in u.changes.items())
     for a in plan.link_actions:
-        if _key(a.object_id) == key:
+        if object_key(a.object_id) == key:
             decided = True
             how = "set its Extern toepassing ID (auto_link)" if a.set_external_id else "the Object-ID was pasted in ClearVox"
             lines.append(f"Decision: link ClearVox user {a.cv_user_id} ({how}); "
                          + ("fields changed:" if a.changes else "no field differs"))
             lines.extend(f"  {name}: {_show(a.before.get(name))} -> {_show(new)}" for name, new in a.changes.items())
     for d in plan.deactivations:
-        if _key(d.object_id) == key:
+        if object_key(d.object_id) == key:
             decided = True
             lines.append(f"Decision: deactivate ClearVox user {d.cv_user_id} ({d.reason}); it is never deleted")
     for s in plan.skips:
-        if _key(s.id) == key:
+        if object_key(s.id) == key:
             decided = True
             lines.append(f"Decision: skip - {s.reason}")
     for conflict in plan.conflicts:
-        if key in {_key(o) for o in conflict.object_ids}:
+        if key in {object_key(o) for o in conflict.object_ids}:
             lines.append(f"Conflict: {conflict.reason}")
     for w in plan.warnings:
-        if _key(w.id) == key:
+        if object_key(w.id) == key:
             lines.append(f"Warning: {w.reason}")
     if not decided:
         if plan.out_of_scope:

@@ -46,13 +46,13 @@ from shared.sync.users import (
     Update,
     UsersOptions,
     UsersPlan,
-    _key,
-    _text,
     awaiting_link,
     explain_user,
     links_from_rows,
+    object_key,
     plan_users,
     render_plan,
+    text_of,
 )
 
 if TYPE_CHECKING:
@@ -97,9 +97,9 @@ def _by_key(items: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     properties: the copies are merged, the later value of a property winning."""
     out: dict[str, dict[str, Any]] = {}
     for item in items:
-        oid = _text(item.get("id"))
+        oid = text_of(item.get("id"))
         if oid:
-            out[_key(oid)] = {**out.pop(_key(oid), {}), **_strip(item)}
+            out[object_key(oid)] = {**out.pop(object_key(oid), {}), **_strip(item)}
     return out
 
 
@@ -159,14 +159,14 @@ def graph_round(graph: Graph, cursor: Mapping[str, Any] | None, options: Options
 
 
 def _removed_ids(items: Iterable[Mapping[str, Any]]) -> dict[str, str]:
-    return {_key(oid): oid for item in items if (oid := _text(item.get("id")))}
+    return {object_key(oid): oid for item in items if (oid := text_of(item.get("id")))}
 
 
 def group_members(graph: Graph, group_id: str, client_id: str) -> frozenset[str]:
     """Object ids (lower-case) of the group's transitive user members."""
     path = f"/groups/{quote(group_id, safe='')}/transitiveMembers/microsoft.graph.user"
     try:
-        return frozenset(_key(str(m["id"])) for m in graph.iter_items(
+        return frozenset(object_key(str(m["id"])) for m in graph.iter_items(
             path, params={"$select": "id", "$top": "999", "$count": "true"}, headers={"ConsistencyLevel": "eventual"})
             if m.get("id"))
     except ConsentError:
@@ -184,7 +184,7 @@ def group_members(graph: Graph, group_id: str, client_id: str) -> frozenset[str]
 
 def fetch_users(graph: Graph, object_ids: Iterable[str]) -> dict[str, dict[str, Any] | None]:
     """Whole Graph users by $batch (20 per request); None for a user Graph no longer has."""
-    reqs = [BatchRequest(_key(oid), "GET", f"/users/{quote(oid, safe='')}?$select={_SELECT}")
+    reqs = [BatchRequest(object_key(oid), "GET", f"/users/{quote(oid, safe='')}?$select={_SELECT}")
             for oid in dict.fromkeys(object_ids)]
     out: dict[str, dict[str, Any] | None] = {}
     if not reqs:
@@ -305,10 +305,10 @@ class CvLookup:
         Object-ID pasted into some other ClearVox user than the one with the
         same email is found by the next full round.
         """
-        rows = {_key(k): v for k, v in links.items()}
+        rows = {object_key(k): v for k, v in links.items()}
 
         def by_id_and_email(key: str, user: GraphUser | None) -> set[tuple[str, str]]:
-            mail = _text(user.get("mail")).casefold() if user is not None else ""
+            mail = text_of(user.get("mail")).casefold() if user is not None else ""
             return {("ext", key)} | ({("email", mail)} if mail else set())
 
         first: dict[str, tuple[str, str]] = {}
@@ -325,12 +325,12 @@ class CvLookup:
         for key, job in first.items():
             user = users[key]
             got = self.results[job]
-            mail = _text(user.get("mail")).casefold() if user is not None else ""
+            mail = text_of(user.get("mail")).casefold() if user is not None else ""
             if not got:
                 self.gone.add(job[1])
                 second |= by_id_and_email(key, user)
                 continue
-            ext = _key(got[0].external_application_id or "")
+            ext = object_key(got[0].external_application_id or "")
             waiting = rows[key].status == "unlinked" and not ext and (not mail or mail == got[0].email.casefold())
             if ext != key and not waiting:  # the Object-ID moved (or was pasted elsewhere): find where
                 second |= by_id_and_email(key, user)
@@ -423,11 +423,11 @@ class Applier:
 
     def _exists(self, action: Create) -> list[_Done]:
         """409 email_taken: someone created the user meanwhile; plan this one user again, as "exists"."""
-        user = self.users.get(_key(action.object_id))
+        user = self.users.get(object_key(action.object_id))
         if user is None:
             return [_Done(action, error=EmailTaken("ClearVox already has a user with this email", 409, "email_taken"))]
         lookup = CvLookup(self.cv, 1)
-        lookup.for_users({_key(action.object_id): user}, {})
+        lookup.for_users({object_key(action.object_id): user}, {})
         sub = plan_users([user], [], list(lookup.found.values()), self.links, self.options, full_round=False,
                          gone_cv_ids=self.gone | lookup.gone)
         out = [_Done(action, replan=sub)]
@@ -449,7 +449,7 @@ class Applier:
             self.replans.append(done.replan)
             for row in done.replan.rows:
                 self._rows[row.object_id] = row.to_row()
-            self.outcomes.setdefault(_key(oid), []).append("ClearVox answered email_taken: planned again as existing")
+            self.outcomes.setdefault(object_key(oid), []).append("ClearVox answered email_taken: planned again as existing")
             return
         if not done.attempted:
             return
@@ -459,8 +459,8 @@ class Applier:
                 return
             reason = f"{_verb(action)} failed: {done.error}"
             report.add_failure(oid, reason)
-            self.failed[_key(oid)] = reason
-            self.outcomes.setdefault(_key(oid), []).append(reason)
+            self.failed[object_key(oid)] = reason
+            self.outcomes.setdefault(object_key(oid), []).append(reason)
             return
         assert done.link is not None
         self._rows[done.link.object_id] = done.link.to_row()
@@ -477,7 +477,7 @@ class Applier:
         else:
             report.count("updated")
             text = f"{'reactivated' if action.reactivates else 'updated'} ClearVox user {cv_id}"
-        self.outcomes.setdefault(_key(oid), []).append(text)
+        self.outcomes.setdefault(object_key(oid), []).append(text)
         self._flush()
 
     def _flush(self, *, force: bool = False) -> None:
@@ -518,7 +518,7 @@ def _retry_rows(old: Mapping[str, Mapping[str, Any]], failed: Mapping[str, str],
         attempts = int((old.get(key) or {}).get("attempts") or 0) + 1
         rows[key] = {"kind": "failed", "reason": reason[:1000], "attempts": attempts, "removed": key in gone, "at": now}
     for d in plan.held:
-        key = _key(d.object_id)
+        key = object_key(d.object_id)
         rows.setdefault(key, {"kind": "held", "reason": d.reason[:1000], "attempts": 0, "removed": key in gone, "at": now})
     return rows
 
@@ -605,16 +605,16 @@ class _UsersRun:
     def _delta(self, rnd: GraphRound, links: Mapping[str, Link], retries: Mapping[str, Mapping[str, Any]],
                members: frozenset[str] | None, members_before: set[str]) -> _Inputs:
         """The round's changes merged into the cached users, plus whoever else needs planning this run."""
-        rows = {_key(k): v for k, v in links.items()}
+        rows = {object_key(k): v for k, v in links.items()}
         removed = {k: v for k, v in rnd.removed.items() if k not in rnd.items}
         touched = set(rnd.items) | set(removed)
-        extra = {_key(o) for o in awaiting_link(links)} | set(retries)
+        extra = {object_key(o) for o in awaiting_link(links)} | set(retries)
         if members is not None:
             extra |= set(members) ^ members_before
         extra -= touched
         cache = load_cache(self.state, touched | extra)
         # Entra users sharing a mail with a touched user (old or new mail) may no longer be in conflict.
-        mails = {_text(u.get("mail")).casefold() for k in touched for u in (cache.get(k), rnd.items.get(k)) if u}
+        mails = {text_of(u.get("mail")).casefold() for k in touched for u in (cache.get(k), rnd.items.get(k)) if u}
         partners = {k for k, link in rows.items() if link.status == "conflict" and link.email.casefold() in mails}
         partners -= touched | extra
         cache.update(load_cache(self.state, partners))
@@ -663,14 +663,14 @@ class _OneUser:
         if not users:
             wanted = self.who.casefold()
             known = [link for link in links.values()
-                     if _key(link.object_id) == _key(self.who) or (link.email and link.email.casefold() == wanted)]
+                     if object_key(link.object_id) == object_key(self.who) or (link.email and link.email.casefold() == wanted)]
             if not known:
                 reason = (f"no Entra user has Object-ID, email (mail) or sign-in name {self.who}; "
                           "check the spelling, or whether the user was deleted")
                 report.add_skip(self.who, reason)
                 report.plan_text = f"User {self.who}:\n  {reason}\n"
                 return
-            removed = {_key(link.object_id): link.object_id for link in known}
+            removed = {object_key(link.object_id): link.object_id for link in known}
         members = None
         if ctx.options.users_group:
             members = group_members(ctx.graph, ctx.options.users_group, ctx.tenant.client_id)
@@ -681,11 +681,11 @@ class _OneUser:
         cv_users = list(lookup.found.values())
         plan = plan_users(list(users.values()), list(removed.values()), cv_users, links, options,
                           full_round=False, gone_cv_ids=lookup.gone)
-        oids = {k: _text(u.get("id")) for k, u in users.items()} | removed
+        oids = {k: text_of(u.get("id")) for k, u in users.items()} | removed
         explained = {key: explain_user(users.get(key), oid, plan, cv_users, links, options) for key, oid in oids.items()}
         if ctx.dry_run:
             _report_plan(report, plan, counts=True)
-            report.plan_text = self._text(explained, {}) + "(dry run: nothing written)\n"
+            report.plan_text = self.text_of(explained, {}) + "(dry run: nothing written)\n"
             return
         applier = Applier(ctx, links, options, users, lookup.gone)
         applier.apply(plan)
@@ -701,11 +701,11 @@ class _OneUser:
             state.upsert("retries", new, RETRY_SCOPE)
         if applier.fatal is None:
             state.delete("retries", sorted(set(old) - set(new)), RETRY_SCOPE)
-        report.plan_text = self._text(explained, applier.outcomes)
+        report.plan_text = self.text_of(explained, applier.outcomes)
         if applier.fatal is not None:
             raise applier.fatal
 
-    def _text(self, explained: Mapping[str, list[str]], outcomes: Mapping[str, list[str]]) -> str:
+    def text_of(self, explained: Mapping[str, list[str]], outcomes: Mapping[str, list[str]]) -> str:
         lines: list[str] = []
         for key, explanation in explained.items():
             lines.append(f"User {self.who}:")
@@ -771,7 +771,7 @@ def link_from_csv(tenant: Tenant, store: Store, path: str, out: TextIO) -> int:
         print(f"{path}: not a CSV file ({exc})", file=out)
         return EXIT_CONFIG
     state = store.for_tenant(tenant.key)
-    links = {_key(k): v for k, v in links_from_rows(state.rows("links")).items()}
+    links = {object_key(k): v for k, v in links_from_rows(state.rows("links")).items()}
     code = EXIT_OK
     linked = 0
     with ClearVox(tenant.clearvox_url, tenant.clearvox_api_key(), tenant.clearvox_account) as cv:
@@ -799,7 +799,7 @@ def link_from_csv(tenant: Tenant, store: Store, path: str, out: TextIO) -> int:
 def _link_row(cv: ClearVox, links: Mapping[str, Link], cv_id: str, email: str, oid: str) -> tuple[bool, str]:
     if not cv_id or not email or not oid:
         return False, "not linked: clearvox_user_id, email and object_id are all needed"
-    link = links.get(_key(oid))
+    link = links.get(object_key(oid))
     if link is None or link.status not in ("unlinked", "linked"):
         return False, "not linked: this Object-ID is not waiting for a link (run `nexxt365 sync users` and report again)"
     if link.cv_user_id != cv_id:
@@ -813,7 +813,7 @@ def _link_row(cv: ClearVox, links: Mapping[str, Link], cv_id: str, email: str, o
     except ClearVoxNotFound:
         return False, "not linked: the ClearVox user no longer exists"
     ext = (current.external_application_id or "").strip()
-    if _key(ext) == _key(oid):
+    if object_key(ext) == object_key(oid):
         return True, "already linked"
     if current.email.strip().casefold() != email.casefold():
         return False, f"not linked: the ClearVox user's email is now {current.email}"
