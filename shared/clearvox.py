@@ -81,7 +81,7 @@ class PhoneNumber:
 @dataclass(frozen=True)
 class CvContact:
     id: str
-    owner_user_id: str
+    owner_user_id: str | None  # None: a company contact (the account's phone book, always public)
     visibility: str  # private | public
     display_name: str
     external_id: str | None = None
@@ -252,6 +252,18 @@ class ClearVox:
         params = {"external_id": external_id} if external_id is not None else {}
         for item in self._pages(_user_path(user_id) + "/contacts", params, what=f"user {user_id}"):
             yield _contact(item)
+
+    def iter_company_contacts(self, *, external_id: str | None = None) -> Iterator[CvContact]:
+        """The company phone book: contacts owned by the account itself, all public (contract 1.1)."""
+        params = {"external_id": external_id} if external_id is not None else {}
+        for item in self._pages(self._account_path() + "/contacts", params, what="account"):
+            yield _contact(item)
+
+    def create_company_contact(self, fields: Mapping[str, Any]) -> CvContact:
+        """Create a company contact (public, no owner); None values are left out. Changed and deleted
+        through the same /contacts/{id} operations as a personal contact."""
+        body = {k: v for k, v in _contact_body(fields, "create_company_contact").items() if v is not None}
+        return _contact(self._data("POST", self._account_path() + "/contacts", body=body, what="account"))
 
     def get_contact(self, contact_id: str) -> CvContact:
         return _contact(self._data("GET", _contact_path(contact_id), what=f"contact {contact_id}"))
@@ -478,7 +490,7 @@ def _user(data: Mapping[str, Any]) -> CvUser:
 def _contact(data: Mapping[str, Any]) -> CvContact:
     return CvContact(
         id=str(data["id"]),
-        owner_user_id=str(data["owner_user_id"]),
+        owner_user_id=None if data.get("owner_user_id") is None else str(data["owner_user_id"]),
         visibility=data.get("visibility") or "private",
         display_name=data.get("display_name") or "",
         external_id=data.get("external_id"),

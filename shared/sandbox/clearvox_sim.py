@@ -26,6 +26,7 @@ from shared.sandbox.server import Request, Response, SimServer
 
 API_PREFIX = "/api/1"
 DEFAULT_API_KEY = "sandbox-clearvox-api-key"
+COMPANY = ""  # the owner key of company contacts (the account's phone book) in the owner index
 DEFAULT_PER_PAGE = 25
 MAX_PER_PAGE = 100
 E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
@@ -155,6 +156,8 @@ class ClearVoxSim(SimServer):
             (re.compile(r"/accounts/([^/]+)"), "/accounts/{accountId}", {"GET": self._get_account}),
             (re.compile(r"/accounts/([^/]+)/users"), "/accounts/{accountId}/users",
              {"GET": self._list_users, "POST": self._create_user}),
+            (re.compile(r"/accounts/([^/]+)/contacts"), "/accounts/{accountId}/contacts",
+             {"GET": self._list_company_contacts, "POST": self._create_company_contact}),
             (re.compile(r"/users/([^/]+)"), "/users/{userId}", {"GET": self._get_user, "PATCH": self._patch_user}),
             (re.compile(r"/users/([^/]+)/status"), "/users/{userId}/status",
              {"GET": self._get_status, "PUT": self._put_status}),
@@ -379,6 +382,24 @@ class ClearVoxSim(SimServer):
         body = _validated(req, CONTACT_WRITE)
         return Response(201, {"data": _contact_out(self._insert_contact(user_id, body))})
 
+    def _list_company_contacts(self, req: Request, account_id: str) -> Response:
+        self._check_account(account_id)
+        contacts = [self.contacts[c] for c in self._contacts_by_owner.get(COMPANY, {})]
+        if "external_id" in req.query:
+            contacts = [c for c in contacts if c["external_id"] == req.query["external_id"]]
+        return _page(req, contacts, _contact_out)
+
+    def _create_company_contact(self, req: Request, account_id: str) -> Response:
+        self._check_account(account_id)
+        if not self.office365:
+            raise ApiError(403, "license_required", f"account {self.account_id} has no active Office 365 licence")
+        body = _validated(req, CONTACT_WRITE)
+        return Response(201, {"data": _contact_out(self._insert_contact(COMPANY, body))})
+
+    def company_contacts(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [_contact_out(self.contacts[c]) for c in self._contacts_by_owner.get(COMPANY, {})]
+
     def _contact(self, contact_id: str) -> dict[str, Any]:
         contact = self.contacts.get(contact_id)
         if contact is None:
@@ -400,7 +421,7 @@ class ClearVoxSim(SimServer):
     def _delete_contact(self, req: Request, contact_id: str) -> Response:
         contact = self._contact(contact_id)
         del self.contacts[contact_id]
-        self._contacts_by_owner.get(contact["owner_user_id"], {}).pop(contact_id, None)
+        self._contacts_by_owner.get(contact["owner_user_id"] or COMPANY, {}).pop(contact_id, None)
         return Response(204)
 
     def _insert_contact(self, owner_user_id: str, fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -413,8 +434,10 @@ class ClearVoxSim(SimServer):
             str(fields[k]) for k in ("first_name", "last_name") if fields.get(k)
         ) or fields.get("company") or (emails[0] if emails else "") or (phones[0]["number"] if phones else "")
         now = _now()
+        company = owner_user_id == COMPANY
         contact: dict[str, Any] = {
-            "id": contact_id, "owner_user_id": owner_user_id, "visibility": "private",
+            "id": contact_id, "owner_user_id": None if company else owner_user_id,
+            "visibility": "public" if company else "private",
             "external_id": fields.get("external_id"), "first_name": fields.get("first_name"),
             "last_name": fields.get("last_name"), "display_name": name, "company": fields.get("company"),
             "job_title": fields.get("job_title"), "emails": emails, "phone_numbers": phones,

@@ -359,6 +359,20 @@ CASES = [
     Case("create contact without numbers in the list", "POST", "/users/{bob}/contacts", 422,
          body={**NEW_CONTACT, "phone_numbers": []}, check=lambda b: "phone_numbers" in b["error"]["fields"]),
     Case("create contact throttled", "POST", "/users/{bob}/contacts", 429, body=NEW_CONTACT, fault=429),
+    # /accounts/{accountId}/contacts: the company phone book (contract 1.1)
+    Case("company contacts, public and without owner", "GET", "/accounts/{account}/contacts", 200,
+         check=lambda b: b == {"data": [], "meta": {"page": 1, "per_page": 25, "total": 0}}),
+    Case("company contacts filtered by external_id", "GET", "/accounts/{account}/contacts", 200,
+         query={"external_id": "nothing"}, check=lambda b: b["data"] == []),
+    Case("company contacts without key", "GET", "/accounts/{account}/contacts", 401, auth="none"),
+    Case("company contacts throttled", "GET", "/accounts/{account}/contacts", 429, fault=429),
+    Case("create company contact is public with no owner", "POST", "/accounts/{account}/contacts", 201,
+         body=NEW_CONTACT, check=lambda b: b["data"]["visibility"] == "public" and b["data"]["owner_user_id"] is None),
+    Case("create company contact without licence", "POST", "/accounts/{account}/contacts", 403, body=NEW_CONTACT,
+         office365=False, code="license_required"),
+    Case("create company contact without numbers in the list", "POST", "/accounts/{account}/contacts", 422,
+         body={**NEW_CONTACT, "phone_numbers": []}, check=lambda b: "phone_numbers" in b["error"]["fields"]),
+    Case("create company contact throttled", "POST", "/accounts/{account}/contacts", 429, body=NEW_CONTACT, fault=429),
     # /contacts/{contactId}
     Case("contact", "GET", "/contacts/{contact}", 200, check=_data("external_id", "graph-contact-1")),
     Case("unknown contact", "GET", "/contacts/{missing}", 404),
@@ -474,6 +488,8 @@ TARGETS = [
     Target("POST", "/users/{user}/contacts",
            {"display_name": "Eva", "phone_numbers": [{"type": "work", "number": "+31201234567"}]}),
     Target("PATCH", "/contacts/{contact}", {"company": "Mol BV"}),
+    Target("POST", "/accounts/{account}/contacts",
+           {"display_name": "Leverancier", "phone_numbers": [{"type": "work", "number": "+31201234567"}]}),
 ]
 INVALID_BODIES = [
     pytest.param(t, prop, {**t.base, prop: bad}, id=f"{t.method} {t.path} {prop} {why}")
@@ -545,6 +561,13 @@ def exercise_the_client(cv: ClearVox) -> None:
     assert [c.id for c in cv.iter_contacts(carla.id, external_id="g-1")] == [contact.id]
     assert len(list(cv.iter_contacts(alice.id))) == 2
     cv.delete_contact(contact.id)
+    company = cv.create_company_contact({"external_id": "shared-1", "display_name": "Leverancier BV",
+                                         "phone_numbers": [PhoneNumber("work", "+31201234567")]})
+    assert (company.owner_user_id, company.visibility) == (None, "public")
+    assert [c.id for c in cv.iter_company_contacts(external_id="shared-1")] == [company.id]
+    cv.update_contact(company.id, {"company": "Leverancier BV"})
+    cv.delete_contact(company.id)
+    assert list(cv.iter_company_contacts()) == []
     for failing in (lambda: cv.delete_contact(contact.id), lambda: cv.get_user("999999"),
                     lambda: cv.create_user({"first_name": "A", "last_name": "B", "email": "alice@example.nl"})):
         with pytest.raises(ClearVoxError):
