@@ -37,8 +37,8 @@ from bench.common import BenchArgs, Result, new_store, timed_run
 from shared import runner
 from shared.sandbox.world import World
 from shared.state import Store
-from shared.sync.calendar import ScheduleItem, parse_status_map, resolve
-from shared.sync.users import Link
+from shared.sync.calendar.rules import ScheduleItem, parse_status_map, resolve
+from shared.sync.users.rules import Link
 
 DAY = date(2026, 12, 1)  # a Tuesday in winter time
 SEED = 20261201
@@ -47,7 +47,7 @@ LON = ZoneInfo("Europe/London")
 ZONES = {"W. Europe Standard Time": AMS, "GMT Standard Time": LON}
 STATUS_PUT = "PUT /users/{userId}/status"
 MINUTE = timedelta(minutes=1)
-# Independent of shared.sync.calendar on purpose: the truth the sync is checked against.
+# Independent of shared.sync.calendar.rules on purpose: the truth the sync is checked against.
 TRUTH_RANK = {"oof": 0, "busy": 1, "workingElsewhere": 2, "tentative": 3}
 TRUTH_MAP = {"oof": "away", "busy": "busy", "workingElsewhere": "elsewhere", "tentative": "busy"}
 SHOW_AS_WEIGHTS = {"busy": 62, "tentative": 14, "free": 12, "workingElsewhere": 6, "oof": 3, "unknown": 3}

@@ -20,7 +20,7 @@ import os
 from bench.common import BenchArgs, Result, new_store, timed_run
 from shared.sandbox.world import World
 from shared.state import Store
-from shared.sync.users import Link
+from shared.sync.users.rules import Link
 
 BATCH = 20
 CLEARVOX_PAGE = 100

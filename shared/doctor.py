@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from shared.clearvox import ClearVox
 from shared.errors import ClearVoxError, ClearVoxNotFound, Nexxt365Error
-from shared.graph import CONSENT_STEP, PERMISSIONS, Graph
+from shared.graph.client import CONSENT_STEP, PERMISSIONS, Graph
 from shared.settings import Tenant
 from shared.state import Store
 

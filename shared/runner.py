@@ -32,7 +32,7 @@ from shared.errors import (
     LicenseRequired,
     Nexxt365Error,
 )
-from shared.graph import Graph
+from shared.graph.client import Graph
 from shared.report import RunReport
 from shared.settings import Options, Settings, Tenant
 from shared.state import State, Store
@@ -40,9 +40,9 @@ from shared.state import State, Store
 log = logging.getLogger("nexxt365")
 
 SYNCS: dict[str, str] = {
-    "users": "shared.sync.users_run:run_users",
-    "contacts": "shared.sync.contacts_run:run_contacts",
-    "calendar": "shared.sync.calendar_run:run_calendar",
+    "users": "shared.sync.users.run:run_users",
+    "contacts": "shared.sync.contacts.run:run_contacts",
+    "calendar": "shared.sync.calendar.run:run_calendar",
 }
 LEASES = {"users": timedelta(minutes=30), "contacts": timedelta(minutes=60), "calendar": timedelta(minutes=5)}
 MAX_BACKOFF = timedelta(hours=1)

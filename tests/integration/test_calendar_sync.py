@@ -24,7 +24,7 @@ from shared.sandbox.azurite import Azurite
 from shared.sandbox.world import World
 from shared.settings import Settings
 from shared.state import Store
-from shared.sync.users import Link
+from shared.sync.users.rules import Link
 
 AMS = ZoneInfo("Europe/Amsterdam")
 DAY = "2026-12-01"  # an ordinary Tuesday, CET (UTC+1)

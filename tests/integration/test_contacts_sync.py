@@ -27,14 +27,14 @@ from shared.sandbox.server import Request
 from shared.sandbox.world import World
 from shared.settings import Settings
 from shared.state import Store
-from shared.sync import contacts_run
-from shared.sync.contacts import (
+from shared.sync.contacts import run as contacts_run
+from shared.sync.contacts.rules import (
     REASON_PUBLIC_KEPT,
 )
-from shared.sync.contacts_run import (
+from shared.sync.contacts.run import (
     CURSOR_SCOPE,
 )
-from shared.sync.users import Link
+from shared.sync.users.rules import Link
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared.errors import ConsentError, DeltaExpired, GraphAuthError, MailboxUnavailable
-from shared.graph import BatchRequest, Graph
+from shared.graph.client import BatchRequest, Graph
 from shared.sandbox.world import World
 
 

@@ -21,7 +21,7 @@ from shared.sandbox.azurite import Azurite
 from shared.sandbox.world import World
 from shared.settings import Settings
 from shared.state import Store
-from shared.sync.users_run import CSV_COLUMNS, CURSOR
+from shared.sync.users.run import CSV_COLUMNS, CURSOR
 
 pytestmark = pytest.mark.integration
 

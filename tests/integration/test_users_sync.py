@@ -21,8 +21,8 @@ from shared.sandbox.server import Request
 from shared.sandbox.world import World
 from shared.settings import Tenant
 from shared.state import State, Store
-from shared.sync.users import GRAPH_SELECT, exists_reason
-from shared.sync.users_run import CACHE_TABLE, CURSOR, RETRY_SCOPE
+from shared.sync.users.rules import GRAPH_SELECT, exists_reason
+from shared.sync.users.run import CACHE_TABLE, CURSOR, RETRY_SCOPE
 
 pytestmark = pytest.mark.integration
 

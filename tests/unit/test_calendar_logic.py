@@ -14,7 +14,7 @@ import pytest
 
 from shared.clearvox import CvStatus
 from shared.errors import ConfigError
-from shared.sync.calendar import (
+from shared.sync.calendar.rules import (
     DEFAULT_STATUS_MAP,
     IDLE,
     Action,
@@ -35,14 +35,14 @@ from shared.sync.calendar import (
     resolve,
     zone_for,
 )
-from shared.sync.calendar_run import (
+from shared.sync.calendar.run import (
     CalendarUser,
     NoticeKind,
     anchor_chunks,
     calendar_users,
     notice_due,
 )
-from shared.sync.users import Link
+from shared.sync.users.rules import Link
 
 AMS = ZoneInfo("Europe/Amsterdam")
 MAP = parse_status_map(None)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from shared.clearvox import CvContact, PhoneNumber
-from shared.sync.contacts import (
+from shared.sync.contacts.rules import (
     MAX_DISPLAY_NAME,
     MAX_NAME,
     MAX_PHONES,
@@ -42,7 +42,7 @@ from shared.sync.contacts import (
     retained_plan,
     summarize,
 )
-from shared.sync.contacts_run import (
+from shared.sync.contacts.run import (
     FolderCursor,
     UserCursor,
     delta_start,

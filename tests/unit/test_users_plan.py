@@ -13,7 +13,7 @@ import pytest
 from shared.clearvox import USER_FIELDS, CvUser
 from shared.errors import ConfigError
 from shared.settings import Options
-from shared.sync.users import (
+from shared.sync.users.rules import (
     GRAPH_SELECT,
     REASON_DISABLED,
     REASON_GUEST,
@@ -44,7 +44,7 @@ from shared.sync.users import (
     render_plan,
     split_display_name,
 )
-from shared.sync.users_run import (
+from shared.sync.users.run import (
     full_round_reason,
 )
 

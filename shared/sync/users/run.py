@@ -34,8 +34,8 @@ from shared.errors import (
     GraphError,
     LicenseRequired,
 )
-from shared.graph import CONSENT_STEP, BatchRequest, Graph
-from shared.sync.users import (
+from shared.graph.client import CONSENT_STEP, BatchRequest, Graph
+from shared.sync.users.rules import (
     GRAPH_SELECT,
     Action,
     Create,

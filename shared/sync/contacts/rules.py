@@ -3,7 +3,7 @@
 The first part is pure (no I/O): it maps Graph contacts to ClearVox fields,
 hashes what was written, and turns one round of Graph changes into a
 `ContactsPlan` that the apply layer executes and `--dry-run` prints.
-shared.sync.contacts_run (`ContactsRun`, entry point `run_contacts`) reads
+shared.sync.contacts.run (`ContactsRun`, entry point `run_contacts`) reads
 Graph, ClearVox and the state store, executes the plans and moves the cursors on.
 
 Rules the plan enforces, so that the apply layer cannot get them wrong:

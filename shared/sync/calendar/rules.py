@@ -1,6 +1,6 @@
 """Calendar status: from the Outlook "show as" of the event happening now to a ClearVox status.
 
-This module is the pure logic; shared.sync.calendar_run has the entry point
+This module is the pure logic; shared.sync.calendar.run has the entry point
 `run_calendar`, which does the I/O. One run per user:
 
     items = items_from_schedule(schedule_information)      # or items_from_events(...)

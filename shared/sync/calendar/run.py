@@ -1,6 +1,6 @@
 """Calendar status sync, the run: free/busy through getSchedule, the presence ledger, ClearVox status writes.
 
-The rules (resolution, decisions, the ledger row) are in shared.sync.calendar; `run_calendar` is the runner's entry point.
+The rules (resolution, decisions, the ledger row) are in shared.sync.calendar.rules; `run_calendar` is the runner's entry point.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from shared.errors import (
     LicenseRequired,
     MailboxUnavailable,
 )
-from shared.graph import SCHEDULE_LIMIT
-from shared.sync.calendar import (
+from shared.graph.client import SCHEDULE_LIMIT
+from shared.sync.calendar.rules import (
     SHOW_AS_SPELLING,
     Action,
     Decision,
@@ -44,10 +44,10 @@ from shared.sync.calendar import (
     resolve,
     row_datetime,
 )
-from shared.sync.users import Link, links_from_rows
+from shared.sync.users.rules import Link, links_from_rows
 
 if TYPE_CHECKING:
-    from shared.graph import Graph
+    from shared.graph.client import Graph
     from shared.runner import SyncContext
 
 

@@ -1,6 +1,6 @@
 """Contacts sync, the run: folder discovery, delta rounds through $batch, ClearVox writes, state.
 
-The rules (mapping, hashing, the plan) are in shared.sync.contacts; `run_contacts` is the runner's entry point.
+The rules (mapping, hashing, the plan) are in shared.sync.contacts.rules; `run_contacts` is the runner's entry point.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from shared.errors import (
     LicenseRequired,
     MailboxUnavailable,
 )
-from shared.graph import BatchRequest, DeltaRound, Graph
-from shared.sync.contacts import (
+from shared.graph.client import BatchRequest, DeltaRound, Graph
+from shared.sync.contacts.rules import (
     MAX_DISPLAY_NAME,
     MAX_EMAILS,
     MAX_NAME,
@@ -75,7 +75,7 @@ from shared.sync.contacts import (
     retained_plan,
     summarize,
 )
-from shared.sync.users import Link, links_from_rows
+from shared.sync.users.rules import Link, links_from_rows
 
 if TYPE_CHECKING:
     from shared.runner import SyncContext

@@ -1,0 +1,1 @@
+"""Microsoft Graph: the client (msal, paging, delta, $batch) and one module per resource."""

@@ -1,0 +1,1 @@
+"""The contacts sync: personal Outlook contacts become private ClearVox contacts."""

@@ -1,0 +1,1 @@
+"""The users sync: Entra users become ClearVox users, linked by Object-ID."""
