@@ -22,7 +22,9 @@ from shared.errors import (
     AccountNotFound,
     ClearVoxError,
     ClearVoxForbidden,
+    ClearVoxMisdirected,
     ClearVoxNotFound,
+    ClearVoxRejected,
     ClearVoxUnauthorized,
     ClearVoxUnavailable,
     ConfigError,
@@ -307,7 +309,7 @@ class ClearVox:
         envelope = self._call(method, path, body=body, what=what)
         data = envelope.get("data")
         if not isinstance(data, dict):
-            raise ClearVoxError(f"ClearVox {method} {path} answered without a data object", 200, "bad_response")
+            raise ClearVoxRejected(f"ClearVox {method} {path} answered without a data object", 200, "bad_response")
         return data
 
     def _call(self, method: str, path: str, *, what: str, params: Mapping[str, str] | None = None,
@@ -332,7 +334,7 @@ class ClearVox:
             except ValueError:
                 envelope = None
             if not isinstance(envelope, dict):
-                raise ClearVoxError(f"ClearVox {method} {path} answered {resp.status_code} without a JSON object",
+                raise ClearVoxRejected(f"ClearVox {method} {path} answered {resp.status_code} without a JSON object",
                                     resp.status_code, "bad_response")
             return envelope
         raise self._error(resp, method, path, what)
@@ -357,7 +359,7 @@ class ClearVox:
         fields = {self._scrub(k): self._scrub(v) for k, v in fields.items()}
         where = f"ClearVox {method} {path}"
         if 300 <= status < 400:  # never followed: the key would travel to wherever it points
-            return ClearVoxError(
+            return ClearVoxMisdirected(
                 f"{where}: ClearVox answered a {status} redirect; NEXXT365_CLEARVOX_URL must be the PBX's own https "
                 "address, e.g. https://pbx.example.nl", status, "redirect")
         if status == 401:
@@ -390,7 +392,7 @@ class ClearVox:
             return ClearVoxUnavailable(
                 f"{where}: ClearVox still answered {status} ({code or 'no error code'}) after retrying; "
                 "the next run tries again", status, code or ("rate_limited" if status == 429 else "internal"))
-        return ClearVoxError(f"{where}: unexpected {status} {code} {detail}".rstrip(), status, code)
+        return ClearVoxRejected(f"{where}: unexpected {status} {code} {detail}".rstrip(), status, code)
 
     def _scrub(self, text: str) -> str:
         """A server may echo the request; its words must not carry the key into logs."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from shared.clearvox import ClearVox
-from shared.errors import ClearVoxError, ClearVoxNotFound, Nexxt365Error
+from shared.errors import AccountNotFound, ClearVoxError, Nexxt365Error
 from shared.graph.client import CONSENT_STEP, PERMISSIONS, Graph
 from shared.settings import Tenant
 from shared.state import Store
@@ -112,7 +112,7 @@ def _secret_expiry(tenant: Tenant, today: date) -> Check:
 def _clearvox_checks(cv: ClearVox, tenant: Tenant) -> list[Check]:
     try:
         account = cv.get_account()
-    except ClearVoxNotFound:
+    except AccountNotFound:
         return [Check("ClearVox API key", "OK", "accepted"),
                 Check("ClearVox account", "FAIL", f"account {tenant.clearvox_account!r} does not exist or is not visible to this key: "
                       "check NEXXT365_CLEARVOX_ACCOUNT (the Company ID at the end of /accounts/edit/<company-ID>)")]

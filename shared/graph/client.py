@@ -23,7 +23,15 @@ from urllib.parse import urlsplit
 import msal
 import requests
 
-from shared.errors import ConsentError, DeltaExpired, GraphAuthError, GraphError, MailboxUnavailable
+from shared.errors import (
+    ConsentError,
+    DeltaExpired,
+    GraphAuthError,
+    GraphError,
+    GraphItemError,
+    GraphUnavailable,
+    MailboxUnavailable,
+)
 from shared.http import HttpStats, make_session
 from shared.settings import Tenant
 
@@ -261,7 +269,7 @@ class Graph:
             try:
                 resp = self.session.request(method, url, params=params, headers=hdrs, json=body)
             except requests.RequestException as exc:
-                raise GraphError(f"Microsoft Graph could not be reached at {self.tenant.graph_url} ({type(exc).__name__}); "
+                raise GraphUnavailable(f"Microsoft Graph could not be reached at {self.tenant.graph_url} ({type(exc).__name__}); "
                                  "check NEXXT365_GRAPH_URL and the network. The next run retries.") from None
             if resp.status_code == 401 and attempt == 0:
                 self.forget_token()  # expired or revoked: fetch a fresh one once, bypassing every cache
@@ -311,7 +319,8 @@ class Graph:
         if status == 400 and "delta" in short.lower() and ("token" in message.lower()):
             return DeltaExpired(f"The delta token for {short} is no longer valid; a full round is needed.", status, code)
         detail = f"{code}: {message}" if code else f"HTTP {status}"
-        return GraphError(f"Microsoft Graph {short} failed ({detail[:300]}).", status, code)
+        kind = GraphUnavailable if status == 429 or status >= 500 else GraphItemError
+        return kind(f"Microsoft Graph {short} failed ({detail[:300]}).", status, code)
 
     # -- paging and delta ------------------------------------------------
     def iter_items(self, path: str, params: Mapping[str, Any] | None = None,
@@ -336,7 +345,7 @@ class Graph:
                 return rnd
             nxt = page.get("@odata.nextLink")
             if not nxt:
-                raise GraphError(f"Delta round for {path_or_link.split('?')[0]} ended without a deltaLink.")
+                raise GraphUnavailable(f"Delta round for {path_or_link.split('?')[0]} ended without a deltaLink.")
             page = self.get(nxt, headers=headers)
 
     # -- $batch ----------------------------------------------------------
@@ -394,11 +403,11 @@ class Graph:
             for key, url in todo.items():
                 ans = answers.get(key)
                 if ans is None:
-                    results[key] = GraphError(f"no answer in $batch for {url.split('?')[0]}")
+                    results[key] = GraphUnavailable(f"no answer in $batch for {url.split('?')[0]}")
                     continue
                 if ans.status >= 400:
                     err = self.error_for(ans.status, ans.body, url)
-                    results[key] = err if isinstance(err, GraphError) else GraphError(str(err), ans.status, "")
+                    results[key] = err if isinstance(err, GraphError) else GraphUnavailable(str(err), ans.status, "")
                     if isinstance(err, ConsentError | GraphAuthError):
                         raise err
                     continue
@@ -410,7 +419,7 @@ class Graph:
                 elif page.get("@odata.nextLink"):
                     nxt[key] = self.relative(str(page["@odata.nextLink"]))
                 else:
-                    results[key] = GraphError(f"Delta round for {url.split('?')[0]} ended without a deltaLink.")
+                    results[key] = GraphUnavailable(f"Delta round for {url.split('?')[0]} ended without a deltaLink.")
             todo = nxt
         return results
 

@@ -21,13 +21,16 @@ import pytest
 from shared.clearvox import Account, ClearVox, CvContact, CvStatus, CvUser, PhoneNumber
 from shared.errors import (
     AccountNotFound,
+    AdminFix,
     ClearVoxError,
     ClearVoxForbidden,
     ClearVoxNotFound,
+    ClearVoxRejected,
     ClearVoxUnauthorized,
     ClearVoxUnavailable,
     ConfigError,
     EmailTaken,
+    ItemError,
     LicenseRequired,
     ValidationFailed,
 )
@@ -278,7 +281,7 @@ def test_an_unknown_account_is_not_found_naming_the_setting(sim: ClearVoxSim, ca
     args = {"create_user": ({"first_name": "A", "last_name": "B", "email": "a@example.nl"},)}.get(call, ())
     with client(sim, account="99999") as c, pytest.raises(AccountNotFound) as err:
         getattr(c, call)(*args)
-    assert isinstance(err.value, ClearVoxNotFound)
+    assert isinstance(err.value, AdminFix) and not isinstance(err.value, ItemError), "an admin fixes it; no item is at fault"
     assert (err.value.status, err.value.code, err.value.exit_code) == (404, "not_found", 2)
     assert "NEXXT365_CLEARVOX_ACCOUNT" in str(err.value) and "99999" in str(err.value)
 
@@ -398,14 +401,16 @@ def test_a_redirect_is_not_followed_so_the_key_stays_with_the_pbx(cv: ClearVox, 
     with pytest.raises(ClearVoxError) as err:
         cv.get_account()
     assert (err.value.status, err.value.code) == (302, "redirect") and "NEXXT365_CLEARVOX_URL" in str(err.value)
+    assert isinstance(err.value, AdminFix)
     assert len(sim.requests_to()) == 1
 
 
-def test_an_unexpected_status_is_a_plain_clearvox_error_with_status_and_code(cv: ClearVox, sim: ClearVoxSim) -> None:
+def test_an_unexpected_status_fails_that_request_only_with_status_and_code(cv: ClearVox, sim: ClearVoxSim) -> None:
     sim.inject(418)
     with pytest.raises(ClearVoxError) as err:
         cv.get_account()
-    assert type(err.value) is ClearVoxError and err.value.status == 418 and err.value.code == "internal"
+    assert type(err.value) is ClearVoxRejected and err.value.status == 418 and err.value.code == "internal"
+    assert isinstance(err.value, ItemError)
 
 
 # -- concurrency and secrecy ----------------------------------------------------------

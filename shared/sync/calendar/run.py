@@ -24,6 +24,7 @@ from shared.errors import (
     ClearVoxUnavailable,
     ConsentError,
     GraphError,
+    GraphUnavailable,
     LicenseRequired,
     MailboxUnavailable,
 )
@@ -160,8 +161,8 @@ def fetch_schedules(graph: Graph, ids: Sequence[str], now: datetime, *,
         if isinstance(last, ConsentError):
             consent.append(last)
             refused.set()
-            return dict.fromkeys(chunk, GraphError("Microsoft Graph refused getSchedule for every mailbox tried in this group"))
-        error = last if isinstance(last, GraphError) else GraphError("getSchedule was not asked: calendar access was refused")
+            return dict.fromkeys(chunk, GraphUnavailable("Microsoft Graph refused getSchedule for every mailbox tried in this group"))
+        error = last if isinstance(last, GraphError) else GraphUnavailable("getSchedule was not asked: calendar access was refused")
         return dict.fromkeys(chunk, error)
 
     answers: dict[str, ScheduleAnswer] = {}
@@ -228,7 +229,7 @@ class CalendarRun:
         answers = fetch_schedules(self.ctx.graph, [u.email for u in with_email], self.now, avoid_as_anchor=avoid)
         outages = [a for a in answers.values() if isinstance(a, GraphError) and not isinstance(a, MailboxUnavailable)]
         if answers and len(outages) == len(answers):
-            raise GraphError(f"No free/busy data from Microsoft Graph in this run ({_clause(outages[0])}); every ClearVox status "
+            raise GraphUnavailable(f"No free/busy data from Microsoft Graph in this run ({_clause(outages[0])}); every ClearVox status "
                              "stays as it is and the next run tries again.")
         runs = [self._first_decision(u, answers, ledgers.get(u.object_id)) for u in users]
         self._clearvox([r for r in runs if r.decision.action is Action.CHECK])
@@ -256,7 +257,7 @@ class CalendarRun:
             return UserRun(user, None, ledger, decide(None, ledger, None, self.now), notice=NoticeKind.NO_EMAIL)
         answer = answers.get(user.email)
         if answer is None:
-            answer = GraphError("getSchedule gave no answer for this mailbox")
+            answer = GraphUnavailable("getSchedule gave no answer for this mailbox")
         if isinstance(answer, MailboxUnavailable):
             kind = NoticeKind.OUT_OF_SCOPE if answer.out_of_scope else NoticeKind.NO_MAILBOX
             return UserRun(user, None, ledger, decide(None, ledger, None, self.now), notice=kind)

@@ -29,6 +29,8 @@ from shared.errors import (
     ClearVoxUnavailable,
     DeltaExpired,
     GraphError,
+    GraphItemError,
+    GraphUnavailable,
     LicenseRequired,
     MailboxUnavailable,
 )
@@ -242,7 +244,7 @@ def discover_folders(graph: Graph, object_ids: Sequence[str]) -> dict[str, Folde
                 continue
             answer = answers.get(f"f{i}")
             if answer is None:
-                errors[oid] = GraphError(f"no answer in $batch for {url.split('?')[0]}")
+                errors[oid] = GraphUnavailable(f"no answer in $batch for {url.split('?')[0]}")
                 continue
             if answer.status >= 400:
                 err = graph.error_for(answer.status, answer.body, url)
@@ -272,7 +274,7 @@ def discover_folders(graph: Graph, object_ids: Sequence[str]) -> dict[str, Folde
         if oid in errors:
             out[oid] = errors[oid]
         elif not defaults.get(oid):
-            out[oid] = GraphError(f"Microsoft Graph did not return the default Contacts folder of user {oid}.")
+            out[oid] = GraphItemError(f"Microsoft Graph did not return the default Contacts folder of user {oid}.")
         else:
             default = defaults[oid]
             ordered = {default: names[oid].pop(default)}
@@ -503,7 +505,7 @@ class ContactsRun:
     def _rounds(self, starts: Mapping[tuple[_UserRun, str], str]) -> dict[tuple[_UserRun, str], DeltaRound | GraphError]:
         keys = list(starts)
         answers = self.graph.delta_many({f"d{i}": starts[k] for i, k in enumerate(keys)}, headers={"Prefer": GRAPH_PREFER})
-        return {k: answers.get(f"d{i}") or GraphError("no answer") for i, k in enumerate(keys)}
+        return {k: answers.get(f"d{i}") or GraphUnavailable("no answer") for i, k in enumerate(keys)}
 
     def _read_deltas(self, runs: Sequence[_UserRun]) -> None:
         starts: dict[tuple[_UserRun, str], str] = {}
