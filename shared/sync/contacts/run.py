@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 from shared.clearvox import PAGE_SIZE as CV_PAGE_SIZE
 from shared.clearvox import CvContact
+from shared.digest import digest
 from shared.errors import (
     AccountNotFound,
     ClearVoxError,
@@ -66,7 +67,6 @@ from shared.sync.contacts.rules import (
     contactmap_from_rows,
     cv_fields,
     differing_fields,
-    digest,
     field_hashes,
     hold_key,
     index_synced,
