@@ -18,6 +18,7 @@ from shared.errors import EXIT_CONFIG, EXIT_ITEM_FAILURES, EXIT_OK, Nexxt365Erro
 from shared.report import RunReport
 from shared.settings import Settings, Tenant
 from shared.state import Store
+from shared.sync.base import sync_names
 
 
 def _parse_at(text: str) -> datetime:
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true")
 
     sync = sub.add_parser("sync", help="run one sync now")
-    sync.add_argument("which", choices=["users", "contacts", "calendar"])
+    sync.add_argument("which", choices=sync_names())
     sync.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     sync.add_argument("--json", action="store_true", help="print one JSON object")
     sync.add_argument("--at", type=_parse_at, help="calendar: evaluate as if it were this moment (ISO-8601)")

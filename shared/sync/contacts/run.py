@@ -80,7 +80,7 @@ from shared.sync.contacts.rules import (
 from shared.sync.users.rules import Link, links_from_rows
 
 if TYPE_CHECKING:
-    from shared.runner import SyncContext
+    from shared.sync.base import SyncContext
 
 
 # =========================================================================== the run (I/O)
