@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from shared.errors import ConfigError
+from shared.sign_in import APP_SETTINGS, MANAGED_IDENTITY, TABLE_COLUMNS, choose_sign_in
 
 DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
 DEFAULT_GRAPH = "https://graph.microsoft.com"
@@ -161,6 +162,7 @@ class Tenant:
     clearvox_account: str
     client_secret: SecretResolver | None = field(default=None, repr=False)
     client_certificate: SecretResolver | None = field(default=None, repr=False)
+    managed_identity_client_id: str | None = None  # sign-in without a secret (shared/credentials.py)
     clearvox_api_key: SecretResolver = field(default=lambda: "", repr=False)
     authority_host: str = DEFAULT_AUTHORITY
     graph_url: str = DEFAULT_GRAPH
@@ -248,11 +250,9 @@ class Settings:
                               "Copy the Application (client) ID from the app's Overview page.")
         secret = (self.get("NEXXT365_CLIENT_SECRET") or "").strip()
         cert = (self.get("NEXXT365_CLIENT_CERTIFICATE") or "").strip()
-        if not secret and not cert:
-            raise ConfigError(
-                "NEXXT365_CLIENT_SECRET is not set (nor NEXXT365_CLIENT_CERTIFICATE). Create a client secret in "
-                "Entra ID > App registrations > your app > Certificates & secrets and set its Value (not its ID)."
-            )
+        identity = (self.get("NEXXT365_MANAGED_IDENTITY_CLIENT_ID") or "").strip()
+        way = choose_sign_in(APP_SETTINGS, secret=secret, certificate=cert,
+                             assertion=self.get("NEXXT365_CLIENT_ASSERTION") or "", identity=identity)
         if cert and "PRIVATE KEY" not in cert:
             raise ConfigError("NEXXT365_CLIENT_CERTIFICATE must be a PEM with the certificate and its private key.")
         api_key = self.require("NEXXT365_CLEARVOX_API_KEY", "Create an API key in ClearVox Nexxt and set it here.")
@@ -262,6 +262,7 @@ class Settings:
             client_id=client_id.lower(),
             client_secret=_fixed(secret) if secret else None,
             client_certificate=_fixed(cert) if cert else None,
+            managed_identity_client_id=identity.lower() if way == MANAGED_IDENTITY else None,
             clearvox_url=_url("NEXXT365_CLEARVOX_URL", self.require("NEXXT365_CLEARVOX_URL", "Example: https://pbx.example.nl"),
                               "https://pbx.example.nl"),
             clearvox_api_key=_fixed(api_key),
@@ -309,8 +310,12 @@ def tenant_from_row(
     options: Options,
     secret: Callable[[str], SecretResolver],
     expiry: Callable[[str], Callable[[], date | None]] | None = None,
+    managed_identity_client_id: str = "",
 ) -> Tenant:
-    """A Tenant from a tenants-table row; secret fields hold Key Vault secret *names*."""
+    """A Tenant from a tenants-table row; secret fields hold Key Vault secret *names*.
+
+    With `ClientAssertion` = managed-identity the app-wide NEXXT365_MANAGED_IDENTITY_CLIENT_ID signs in.
+    """
     name = str(row.get("RowKey") or "")
     where = f"tenants table row {name!r}"
 
@@ -323,8 +328,8 @@ def tenant_from_row(
     tenant = parse_tenant(need("Tenant"))
     secret_name = str(row.get("ClientSecretName") or "").strip()
     cert_name = str(row.get("ClientCertificateName") or "").strip()
-    if not secret_name and not cert_name:
-        raise ConfigError(f"{where}: set ClientSecretName (the Key Vault secret holding the client secret).")
+    way = choose_sign_in(TABLE_COLUMNS, secret=secret_name, certificate=cert_name,
+                         assertion=str(row.get("ClientAssertion") or ""), identity=managed_identity_client_id, where=where)
     opts = options
     overrides = {k[len("Option_"):]: v for k, v in row.items() if isinstance(k, str) and k.startswith("Option_")}
     if overrides:
@@ -336,6 +341,7 @@ def tenant_from_row(
         client_id=need("ClientId").lower(),
         client_secret=secret(secret_name) if secret_name else None,
         client_certificate=secret(cert_name) if cert_name else None,
+        managed_identity_client_id=managed_identity_client_id.strip().lower() if way == MANAGED_IDENTITY else None,
         clearvox_url=_url(f"{where}: ClearVoxUrl", need("ClearVoxUrl"), "https://pbx.example.nl"),
         clearvox_account=need("ClearVoxAccount"),
         clearvox_api_key=secret(need("ClearVoxApiKeyName")),

@@ -2,7 +2,7 @@
 
 Table NEXXT365_TENANTS_TABLE, PartitionKey "tenant", one row per customer:
 RowKey (short customer key), Tenant, ClientId, ClientSecretName (or
-ClientCertificateName), ClearVoxUrl, ClearVoxAccount, ClearVoxApiKeyName, and
+ClientCertificateName, or ClientAssertion=managed-identity), ClearVoxUrl, ClearVoxAccount, ClearVoxApiKeyName, and
 optional AuthorityHost, GraphUrl and Option_<SETTING> overrides such as
 Option_AUTO_LINK=true.
 """
@@ -38,7 +38,8 @@ def load_tenants(settings: Settings, vault: KeyVault | None = None) -> list[Tena
         rows = list(table.query_entities(f"PartitionKey eq '{TENANTS_PARTITION}'"))
     except ResourceNotFoundError:
         raise ConfigError(f"NEXXT365_TENANTS_TABLE {table_name!r} does not exist in the state storage account.") from None
-    tenants = [tenant_from_row(row, options, kv.resolver, lambda n: lambda: kv.expires(n)) for row in rows]
+    identity = settings.get("NEXXT365_MANAGED_IDENTITY_CLIENT_ID") or ""
+    tenants = [tenant_from_row(row, options, kv.resolver, lambda n: lambda: kv.expires(n), identity) for row in rows]
     if not tenants:
         raise ConfigError(f"NEXXT365_TENANTS_TABLE {table_name!r} has no rows with PartitionKey '{TENANTS_PARTITION}'.")
     return tenants

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import msal
 import requests
 
+from shared.credentials import client_credential
 from shared.errors import (
     ConsentError,
     DeltaExpired,
@@ -32,6 +33,7 @@ from shared.errors import (
     GraphUnavailable,
     MailboxUnavailable,
 )
+from shared.graph.federated import FEDERATED_AADSTS_MESSAGES
 from shared.http import HttpStats, make_session
 from shared.settings import Tenant
 
@@ -61,6 +63,7 @@ AADSTS_MESSAGES = {
     "Certificates & secrets, or fix NEXXT365_CLIENT_CERTIFICATE.",
     "7000112": "The application {app} is disabled in tenant {tenant} (AADSTS7000112). Enable it in Entra ID > Enterprise applications.",
     "900023": "NEXXT365_TENANT {tenant} is not a valid tenant identifier (AADSTS900023).",
+    **FEDERATED_AADSTS_MESSAGES,  # sign-in without a secret
 }
 
 
@@ -155,16 +158,7 @@ class Graph:
     def close(self) -> None:
         self.session.close()
     def _credential(self) -> Any:
-        if self.tenant.client_certificate is not None:
-            pem = self.tenant.client_certificate()
-            from cryptography import x509
-            from cryptography.hazmat.primitives import hashes
-
-            cert = x509.load_pem_x509_certificate(pem.encode())
-            return {"private_key": pem, "thumbprint": cert.fingerprint(hashes.SHA1()).hex(), "public_certificate": None}
-        if self.tenant.client_secret is not None:
-            return self.tenant.client_secret()
-        raise GraphAuthError("No client secret or certificate is configured (NEXXT365_CLIENT_SECRET).")
+        return client_credential(self.tenant)  # secret, certificate or managed-identity assertion
 
     def _msal(self) -> msal.ConfidentialClientApplication:
         if self._app is None:
