@@ -76,6 +76,10 @@ class ManagedIdentityAssertion:
         self._expires_on = 0.0
         self._lock = threading.Lock()
 
+    @property
+    def expires_on(self) -> float:
+        return self._expires_on
+
     def __call__(self) -> str:
         with self._lock:
             if not self._token or self._clock() >= self._expires_on - self._margin:
@@ -127,3 +131,13 @@ def managed_identity_assertion(client_id: str) -> ManagedIdentityAssertion:
         if client_id not in _ASSERTIONS:
             _ASSERTIONS[client_id] = ManagedIdentityAssertion(client_id)
         return _ASSERTIONS[client_id]
+
+
+def check_managed_identity(tenant: Tenant) -> str:
+    """For doctor: get a fresh identity token now (past every cache); what it proves, never the token."""
+    client_id = tenant.managed_identity_client_id or ""
+    assertion = ManagedIdentityAssertion(client_id)
+    assertion()
+    until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(assertion.expires_on))
+    return (f"identity {client_id} got a token for {TOKEN_EXCHANGE_SCOPE.removesuffix('/.default')} from "
+            f"{os.environ.get('IDENTITY_ENDPOINT', '')} (valid until {until})")

@@ -9,9 +9,11 @@ from datetime import UTC, date, datetime, timedelta
 
 from shared.clearvox import ClearVox
 from shared.clients import clients
+from shared.credentials import check_managed_identity, describe, sign_in_way
 from shared.errors import AccountNotFound, ClearVoxError, Nexxt365Error
 from shared.graph.client import CONSENT_STEP, Graph
 from shared.settings import Tenant
+from shared.sign_in import LABELS, MANAGED_IDENTITY
 from shared.state import Store
 from shared.sync.base import syncs
 
@@ -44,12 +46,10 @@ def _attempt(name: str, fn: Callable[[], str]) -> Check:
 
 def run_doctor(tenant: Tenant, store: Store | None, *, verify: str | bool | None = None, today: date | None = None) -> list[Check]:
     """All checks for one tenant; later checks are skipped when what they need failed."""
-    checks: list[Check] = []
+    checks: list[Check] = [Check("sign-in", "OK", describe(tenant))]
     with clients(tenant, verify, reuse_tokens=False) as (graph, cv):  # prove the credentials work now
-        token = _attempt("Microsoft Entra token",
-                         lambda: (graph.token(), f"token issued for app {tenant.client_id} in {tenant.tenant}")[1])
-        checks.append(token)
-        if token.passed:
+        token = _sign_in_checks(tenant, graph, checks)
+        if token.status == "OK":
             roles = graph.roles()
             checks.extend(_permission_checks(tenant, roles))
             if "User.Read.All" in roles:
@@ -63,6 +63,20 @@ def run_doctor(tenant: Tenant, store: Store | None, *, verify: str | bool | None
     if store is not None:
         checks.append(_attempt("state storage", lambda: (store.table("runs"), "tables reachable")[1]))
     return checks
+
+
+def _sign_in_checks(tenant: Tenant, graph: Graph, checks: list[Check]) -> Check:
+    """The managed identity's token (when it signs in), then Entra's token for the app."""
+    secretless = sign_in_way(tenant) == MANAGED_IDENTITY
+    if secretless:
+        checks.append(_attempt("managed identity token", lambda: check_managed_identity(tenant)))
+        if not checks[-1].passed:
+            checks.append(Check("Microsoft Entra token", "SKIP", "needs the managed identity's token"))
+            return checks[-1]
+    accepted = "Entra accepted the managed identity's assertion: " if secretless else ""
+    checks.append(_attempt("Microsoft Entra token",
+                           lambda: (graph.token(), f"{accepted}token issued for app {tenant.client_id} in {tenant.tenant}")[1]))
+    return checks[-1]
 
 
 # Broader application permissions that include a narrower one.
@@ -104,7 +118,7 @@ def _secret_expiry(tenant: Tenant, today: date) -> Check:
     except Nexxt365Error as exc:
         return Check("client secret expiry", "WARN", str(exc))
     if tenant.client_secret is None:
-        return Check("client secret expiry", "SKIP", "a certificate is used")
+        return Check("client secret expiry", "SKIP", f"no client secret: signs in with a {LABELS[sign_in_way(tenant)]}")
     if expires is None:
         return Check("client secret expiry", "WARN", "unknown: set NEXXT365_CLIENT_SECRET_EXPIRES (or the Key Vault secret's expiry) "
                      "to the date shown in Certificates & secrets, so that doctor warns 30 days ahead")

@@ -172,9 +172,113 @@ class _Fail(Exception):
         self.response = response
 
 
+# -- workload identity federation: sign-in without a secret ----------------------------
+#
+# An app registration may trust another issuer's tokens through federated identity credentials
+# (issuer + subject + audiences, at most 20 per app). A client then sends such a token as
+# `client_assertion` (type jwt-bearer); Entra finds the credential whose issuer and subject match
+# the token's, checks its audience, and verifies the signature with the issuer's keys and the
+# expiry. Errors as Entra answers them: AADSTS70021 (the app has no such credential), 700211
+# (issuer), 700213 (subject), 700212 (audience), 50013 (signature), 700024 (time range).
+
+@dataclass(frozen=True)
+class FederatedCredential:
+    name: str
+    issuer: str
+    subject: str
+    audiences: tuple[str, ...]
+
+
+class FederatedSignIn:
+    """The federated credentials of the apps and the keys of trusted issuers (mixed into GraphSim)."""
+
+    MAX_PER_APP = 20
+
+    def __init__(self) -> None:
+        self.federated_credentials: dict[str, list[FederatedCredential]] = {}
+        self.issuer_keys: dict[str, dict[str, Any]] = {}
+
+    def add_federated_credential(self, client_id: str, *, issuer: str, subject: str,
+                                 audiences: Sequence[str] = ("api://AzureADTokenExchange",),
+                                 name: str | None = None) -> FederatedCredential:
+        creds = self.federated_credentials.setdefault(client_id, [])
+        if len(creds) >= self.MAX_PER_APP:
+            raise ValueError(f"at most {self.MAX_PER_APP} federated identity credentials per application")
+        if any(c.issuer == issuer and c.subject == subject for c in creds):
+            raise ValueError("the combination of issuer and subject must be unique on the app")
+        cred = FederatedCredential(name or f"fic-{len(creds) + 1}", issuer, subject, tuple(audiences))
+        creds.append(cred)
+        return cred
+
+    def trust_issuer(self, issuer: str, keys: dict[str, Any]) -> None:
+        """Publish `issuer`'s signing keys (kid -> public key), as its jwks_uri would."""
+        self.issuer_keys.setdefault(issuer, {}).update(keys)
+
+    @staticmethod
+    def is_federated(app: App, assertion: str) -> bool:
+        """A federated assertion comes from another issuer; a certificate's is issued by the app itself."""
+        import jwt
+
+        try:
+            claims = jwt.decode(assertion, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            return False
+        return str(claims.get("iss", "")) != app.client_id
+
+    def check_federated(self, app: App, assertion: str,
+                        error: Callable[[int, str, int, str], Response]) -> Response | None:
+        import jwt
+
+        claims = jwt.decode(assertion, options={"verify_signature": False})
+        iss, sub, aud = str(claims.get("iss", "")), str(claims.get("sub", "")), claims.get("aud", "")
+        audiences = [str(a) for a in aud] if isinstance(aud, list) else [str(aud)]
+        creds = self.federated_credentials.get(app.client_id, [])
+        if not creds:
+            return error(400, "invalid_request", 70021,
+                         "No matching federated identity record found for presented assertion. Assertion Issuer: "
+                         f"'{iss}'. Assertion Subject: '{sub}'. Assertion Audience: '{','.join(audiences)}'.")
+        same_issuer = [c for c in creds if c.issuer == iss]
+        if not same_issuer:
+            return error(400, "invalid_client", 700211,
+                         f"No matching federated identity record found for presented assertion issuer '{iss}'. Please "
+                         "check your federated identity credential Subject, Audience and Issuer against the presented assertion.")
+        bad = self._verify(iss, assertion, error)
+        if bad is not None:
+            return bad
+        match = next((c for c in same_issuer if c.subject == sub), None)
+        if match is None:
+            return error(400, "invalid_client", 700213,
+                         f"No matching federated identity record found for presented assertion subject '{sub}'. Please "
+                         "check your federated identity credential Subject, Audience and Issuer against the presented assertion.")
+        if not set(audiences) & set(match.audiences):
+            return error(400, "invalid_client", 700212,
+                         f"No matching federated identity record found for presented assertion audience "
+                         f"'{','.join(audiences)}'. Please check your federated identity credential Subject, Audience and "
+                         "Issuer against the presented assertion.")
+        return None
+
+    def _verify(self, issuer: str, assertion: str, error: Callable[[int, str, int, str], Response]) -> Response | None:
+        import jwt
+
+        kid = str(jwt.get_unverified_header(assertion).get("kid", ""))
+        key = self.issuer_keys.get(issuer, {}).get(kid)
+        if key is None:
+            return error(401, "invalid_client", 50013,
+                         f"Assertion failed signature validation. [Reason - The key was not found., Key ID: '{kid}']")
+        try:
+            jwt.decode(assertion, key, algorithms=["RS256"], leeway=60, options={"verify_aud": False,
+                                                                                "require": ["exp", "iss", "sub", "aud"]})
+        except jwt.ExpiredSignatureError:
+            return error(401, "invalid_client", 700024, "Client assertion is not within its valid time range.")
+        except jwt.PyJWTError:
+            return error(401, "invalid_client", 50013, "Assertion failed signature validation. [Reason - The provided "
+                         "signature value did not match the expected signature value.]")
+        return None
+
+
 # -- the simulator -------------------------------------------------------------
 
-class GraphSim(GraphStore, SimServer):
+class GraphSim(GraphStore, SimServer, FederatedSignIn):
     """Entra ID token endpoints + Microsoft Graph v1.0 over HTTPS, backed by an in-memory tenant.
 
     Constructor options beyond the basics tune Microsoft's limits and variants:
@@ -192,6 +296,7 @@ class GraphSim(GraphStore, SimServer):
                  mailbox_retry_after: int = 1, max_rounds: int = 50_000) -> None:
         GraphStore.__init__(self, tenant_id=tenant_id, domain=domain)
         SimServer.__init__(self, latency=latency)
+        FederatedSignIn.__init__(self)
         if schedule_status_casing not in ("lower", "pascal"):
             raise ValueError("schedule_status_casing is 'lower' or 'pascal'")
         self.page_size = page_size
@@ -406,7 +511,9 @@ class GraphSim(GraphStore, SimServer):
         if form.get("client_assertion"):
             if form.get("client_assertion_type") != _ASSERTION_TYPE:
                 return self._aad_error(400, "invalid_request", 50027, "JWT token is invalid or malformed.")
-            failure = self._check_assertion(app, form["client_assertion"])
+            assertion = form["client_assertion"]
+            failure = (self.check_federated(app, assertion, self._aad_error) if self.is_federated(app, assertion)
+                       else self._check_assertion(app, assertion))
             if failure is not None:
                 return failure
             credential = "2"
