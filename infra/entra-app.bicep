@@ -12,6 +12,13 @@
 // only hosts the deployment record; it needs an Azure subscription in the
 // customer's tenant. The client secret is created afterwards in the portal or
 // with `az ad app credential reset`: Bicep cannot create secrets.
+//
+// Without any secret (docs/deploy.md, "Sign-in without a secret"): deploy this
+// file in the tenant of the function app's user-assigned managed identity with
+// managedIdentityPrincipalId set; the app then trusts that identity through a
+// federated identity credential. For a customer in another tenant, also set
+// multitenant=true and consentInThisTenant=false, and let the customer's admin
+// grant consent in their tenant.
 extension microsoftGraphV1
 
 @description('Display name shown in Entra ID > App registrations and Enterprise applications.')
@@ -22,6 +29,20 @@ param uniqueName string = 'nexxt365'
 
 @description('Grant Calendars.Read and Contacts.Read tenant-wide. Set false when Exchange Online RBAC for Applications scopes the mailbox access instead (docs/deploy.md).')
 param tenantWideMailboxAccess bool = true
+
+@description('Principal (object) ID of the function app\'s user-assigned managed identity; when set, a federated identity credential lets it sign in as this app without a secret. The identity must be in this tenant (the app registration\'s home tenant).')
+param managedIdentityPrincipalId string = ''
+
+@description('Multitenant app (AzureADMultipleOrgs): customers in other tenants consent to it there. Needed when the function app and its identity run in the partner\'s tenant.')
+param multitenant bool = false
+
+@description('Grant the Graph permissions (admin consent) in this tenant. False in the partner\'s tenant when the app only serves customers who consent in their own tenants.')
+param consentInThisTenant bool = true
+
+// Managed identity tokens for the exchange: issued by Entra ID of the identity's
+// tenant, with the identity's principal ID as subject, for this audience.
+var managedIdentityIssuer = 'https://login.microsoftonline.com/${tenant().tenantId}/v2.0'
+var tokenExchangeAudience = 'api://AzureADTokenExchange'
 
 // Microsoft Graph: the same application ID in every tenant.
 var graphAppId = '00000003-0000-0000-c000-000000000000'
@@ -37,7 +58,7 @@ resource graph 'Microsoft.Graph/servicePrincipals@v1.0' existing = {
 resource app 'Microsoft.Graph/applications@v1.0' = {
   uniqueName: uniqueName
   displayName: displayName
-  signInAudience: 'AzureADMyOrg'
+  signInAudience: multitenant ? 'AzureADMultipleOrgs' : 'AzureADMyOrg'
   // What the portal shows under API permissions; the grants below are the consent.
   requiredResourceAccess: [
     {
@@ -60,26 +81,37 @@ resource app 'Microsoft.Graph/applications@v1.0' = {
   ]
 }
 
+// Sign-in without a secret: the function app's managed identity is this app's credential.
+resource managedIdentityCredential 'Microsoft.Graph/applications/federatedIdentityCredentials@v1.0' = if (!empty(managedIdentityPrincipalId)) {
+  name: '${app.uniqueName}/nexxt365-function-app'
+  description: 'The nexxt365 function app\'s user-assigned managed identity (no client secret).'
+  issuer: managedIdentityIssuer
+  subject: managedIdentityPrincipalId
+  audiences: [
+    tokenExchangeAudience
+  ]
+}
+
 resource servicePrincipal 'Microsoft.Graph/servicePrincipals@v1.0' = {
   appId: app.appId
 }
 
 // Users sync: read every user's profile.
-resource grantUserReadAll 'Microsoft.Graph/appRoleAssignedTo@v1.0' = {
+resource grantUserReadAll 'Microsoft.Graph/appRoleAssignedTo@v1.0' = if (consentInThisTenant) {
   principalId: servicePrincipal.id
   resourceId: graph.id
   appRoleId: userReadAll
 }
 
 // Calendar status sync: getSchedule / calendar view of each linked user.
-resource grantCalendarsRead 'Microsoft.Graph/appRoleAssignedTo@v1.0' = if (tenantWideMailboxAccess) {
+resource grantCalendarsRead 'Microsoft.Graph/appRoleAssignedTo@v1.0' = if (consentInThisTenant && tenantWideMailboxAccess) {
   principalId: servicePrincipal.id
   resourceId: graph.id
   appRoleId: calendarsRead
 }
 
 // Contacts sync: each linked user's personal contacts.
-resource grantContactsRead 'Microsoft.Graph/appRoleAssignedTo@v1.0' = if (tenantWideMailboxAccess) {
+resource grantContactsRead 'Microsoft.Graph/appRoleAssignedTo@v1.0' = if (consentInThisTenant && tenantWideMailboxAccess) {
   principalId: servicePrincipal.id
   resourceId: graph.id
   appRoleId: contactsRead

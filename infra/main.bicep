@@ -31,6 +31,9 @@ param clientId string
 @secure()
 param clientSecret string = ''
 
+@description('Sign in to Microsoft Graph without any secret: the app registration trusts this app\'s managed identity through a federated identity credential (infra/entra-app.bicep, managedIdentityPrincipalId). No Key Vault secret for Graph is written or referenced; clientSecret and clientSecretExpires are ignored.')
+param secretless bool = false
+
 @description('Expiry date of the client secret, YYYY-MM-DD; doctor warns before it (NEXXT365_CLIENT_SECRET_EXPIRES).')
 param clientSecretExpires string = ''
 
@@ -217,7 +220,7 @@ module keyVault 'modules/keyvault.bicep' = {
     location: location
     clientSecretName: clientSecretName
     clearvoxApiKeyName: clearvoxApiKeyName
-    clientSecret: clientSecret
+    clientSecret: secretless ? '' : clientSecret
     clearvoxApiKey: clearvoxApiKey
     clientSecretExpiresEpoch: clientSecretExpiresEpoch
     tags: allTags
@@ -250,8 +253,9 @@ var appSettings = {
   NEXXT365_MANAGED_IDENTITY_CLIENT_ID: identity.outputs.clientId
   NEXXT365_TENANT: tenant
   NEXXT365_CLIENT_ID: clientId
-  NEXXT365_CLIENT_SECRET: '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.clientSecretUri})'
-  NEXXT365_CLIENT_SECRET_EXPIRES: clientSecretExpires
+  // Secretless: the managed identity above is the app registration's credential (its token is the client assertion).
+  NEXXT365_CLIENT_ASSERTION: secretless ? 'managed-identity' : ''
+  NEXXT365_CLIENT_SECRET_EXPIRES: secretless ? '' : clientSecretExpires
   NEXXT365_AUTHORITY_HOST: authorityHost
   NEXXT365_GRAPH_URL: graphUrl
   NEXXT365_CLEARVOX_URL: clearvoxUrl
@@ -277,6 +281,11 @@ var appSettings = {
   NEXXT365_CALENDAR_LOOKAHEAD: string(calendarLookahead)
 }
 
+// The client secret is a setting only when the app signs in with one: secretless, there is none at all.
+var clientSecretSetting = secretless ? {} : {
+  NEXXT365_CLIENT_SECRET: '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.clientSecretUri})'
+}
+
 module functionApp 'modules/functionapp.bicep' = {
   name: 'functionapp'
   params: {
@@ -286,7 +295,7 @@ module functionApp 'modules/functionapp.bicep' = {
     identityId: identity.outputs.id
     deploymentContainerUrl: storage.outputs.deploymentContainerUrl
     maximumInstanceCount: maximumInstanceCount
-    appSettings: appSettings
+    appSettings: union(appSettings, clientSecretSetting)
     // azd finds the app to deploy to by this tag (azure.yaml service "api").
     tags: union(allTags, {
       'azd-service-name': 'api'
@@ -306,11 +315,12 @@ module functionApp 'modules/functionapp.bicep' = {
 output AZURE_FUNCTIONAPP_NAME string = functionApp.outputs.name
 output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
-output GRAPH_CLIENT_SECRET_NAME string = clientSecretName
+output GRAPH_CLIENT_SECRET_NAME string = secretless ? '' : clientSecretName
 output CLEARVOX_API_KEY_SECRET_NAME string = clearvoxApiKeyName
 output NEXXT365_MANAGED_IDENTITY_CLIENT_ID string = appSettings.NEXXT365_MANAGED_IDENTITY_CLIENT_ID
 output NEXXT365_TENANT string = appSettings.NEXXT365_TENANT
 output NEXXT365_CLIENT_ID string = appSettings.NEXXT365_CLIENT_ID
+output NEXXT365_CLIENT_ASSERTION string = appSettings.NEXXT365_CLIENT_ASSERTION
 output NEXXT365_CLIENT_SECRET_EXPIRES string = appSettings.NEXXT365_CLIENT_SECRET_EXPIRES
 output NEXXT365_AUTHORITY_HOST string = appSettings.NEXXT365_AUTHORITY_HOST
 output NEXXT365_GRAPH_URL string = appSettings.NEXXT365_GRAPH_URL

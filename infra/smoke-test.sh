@@ -39,6 +39,12 @@ az rest --method get \
   --query "value[?properties.status != 'Resolved'].{setting: name, status: properties.status, details: properties.details}" \
   --output table || echo "Could not read the Key Vault reference status of the app." >&2
 
+if [[ ${NEXXT365_CLIENT_ASSERTION:-} == managed-identity ]]; then
+  # Secretless: only the function app's own managed identity can sign in as the app registration.
+  echo "::notice::Sign-in without a secret: the pipeline cannot act as the function app's managed identity. Check it with the function app's logs or 'nexxt365 doctor' run in the app (docs/deploy.md). Skipping nexxt365 doctor."
+  exit 0
+fi
+
 if [[ -z ${NEXXT365_TENANTS_TABLE:-} ]]; then
   # Single-customer mode: the secrets must be there before doctor can say anything.
   stored=$(az keyvault secret list --vault-name "$AZURE_KEY_VAULT_NAME" --query "[].name" --output tsv)

@@ -13,13 +13,11 @@ SETTING = re.compile(r"NEXXT365_[A-Z0-9_]+")
 # Read by the code but deliberately not set by main.bicep.
 OPTIONAL = {
     "NEXXT365_CLIENT_CERTIFICATE": "an alternative to the client secret that this deployment does not offer: "
-    "every customer signs in with a client secret (a certificate would need its own parameter and Key Vault reference)",
+    "every customer signs in with a client secret or without any (secretless); a certificate would need its own "
+    "parameter and Key Vault reference",
 }
 # Set by main.bicep although the code does not read it (yet).
-SET_FOR_PLATFORM = {
-    "NEXXT365_MANAGED_IDENTITY_CLIENT_ID": "client ID of the user-assigned identity for DefaultAzureCredential; "
-    "AZURE_CLIENT_ID carries the same value for the Azure SDK",
-}
+SET_FOR_PLATFORM: dict[str, str] = {}
 SECRETS = {"NEXXT365_CLIENT_SECRET", "NEXXT365_CLEARVOX_API_KEY"}
 # Not settings on Flex Consumption (functionAppConfig replaces them), or a shared-key connection string.
 FORBIDDEN = {
@@ -49,9 +47,11 @@ def settings_read_by_code() -> set[str]:
 
 
 def app_settings() -> dict[str, object]:
+    """Every setting the function app may get: appSettings plus the client secret of the secret sign-in."""
     settings = variable(parse(MAIN), "appSettings")
-    assert isinstance(settings, dict)
-    return settings
+    secret = variable(parse(MAIN), "clientSecretSetting")["operator"]["operands"]["false_value"]
+    assert isinstance(settings, dict) and isinstance(secret, dict)
+    return {**settings, **secret}
 
 
 def test_code_settings_are_found() -> None:
@@ -112,7 +112,8 @@ def test_documented_defaults() -> None:
 def test_settings_reach_the_function_app() -> None:
     module = parse(MAIN)["modules"]["functionApp"]
     assert module["detail"]["path"] == "modules/functionapp.bicep"
-    assert module["config"]["params"]["appSettings"] == "appSettings"
+    union = module["config"]["params"]["appSettings"]["function"]
+    assert union["type"] == "union" and union["parameters"] == {"arg_1": "appSettings", "arg_2": "clientSecretSetting"}
     assert parse(MODULES / "functionapp.bicep")["parameters"]["appSettings"]["type"] == "object"
 
 

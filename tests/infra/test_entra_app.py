@@ -57,16 +57,41 @@ def test_declares_the_same_permissions_as_required_resource_access() -> None:
     assert resolve(tree, access["resourceAppId"]) == GRAPH_APP_ID
     assert {resolve(tree, a["id"]) for a in access["resourceAccess"]} == set(PERMISSIONS)
     assert {a["type"] for a in access["resourceAccess"]} == {"Role"}
-    assert app["body"]["signInAudience"] == "AzureADMyOrg"
+    audience = app["body"]["signInAudience"]["operator"]
+    assert audience["type"] == "conditional" and audience["operands"]["condition"] == "multitenant"
+    assert (audience["operands"]["true_value"], audience["operands"]["false_value"]) == ("AzureADMultipleOrgs", "AzureADMyOrg")
+    assert parse(ENTRA_APP)["parameters"]["multitenant"]["default"] is False  # single tenant unless asked
 
 
-def test_no_federated_credential_and_nothing_else() -> None:
+def test_the_app_its_consent_and_an_optional_federated_credential_and_nothing_else() -> None:
     types = {r["type"] for r in resources(parse(ENTRA_APP)).values()}
     assert types == {
         "Microsoft.Graph/applications",
+        "Microsoft.Graph/applications/federatedIdentityCredentials",
         "Microsoft.Graph/servicePrincipals",
         "Microsoft.Graph/appRoleAssignedTo",
     }
+
+
+def test_the_federated_credential_trusts_the_managed_identity_when_asked() -> None:
+    tree = parse(ENTRA_APP)
+    (fic,) = [r for r in resources(tree).values() if r["type"] == "Microsoft.Graph/applications/federatedIdentityCredentials"]
+    condition = fic["condition"]["operator"]
+    assert condition["type"] == "not"
+    assert condition["operands"]["bool_value"]["function"]["parameters"]["item_to_test"] == "managedIdentityPrincipalId"
+    assert tree["parameters"]["managedIdentityPrincipalId"]["default"] == ""  # off unless a principal ID is given
+    body = fic["body"]
+    assert body["name"].startswith("${app.uniqueName}/")  # Graph child resources are named <parent uniqueName>/<name>
+    assert resolve(tree, body["issuer"]) == "https://login.microsoftonline.com/${tenant().tenantId}/v2.0"
+    assert body["subject"] == "managedIdentityPrincipalId"
+    assert [resolve(tree, a) for a in body["audiences"]] == ["api://AzureADTokenExchange"]
+
+
+def test_consent_in_the_partner_tenant_can_be_left_out() -> None:
+    tree = parse(ENTRA_APP)
+    assert tree["parameters"]["consentInThisTenant"]["default"] is True
+    grants = [r for r in resources(tree).values() if r["type"] == "Microsoft.Graph/appRoleAssignedTo"]
+    assert grants and all("consentInThisTenant" in json.dumps(r["condition"]) for r in grants)
 
 
 def test_permission_ids_are_named_variables() -> None:
