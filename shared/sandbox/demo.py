@@ -1,23 +1,31 @@
 """`nexxt365 demo`: the connector end to end against the sandbox, with a readable summary.
 
 Starts the Graph and ClearVox simulators and Azurite, seeds the demo tenant,
-runs doctor and every sync, and shows what a partner would see.
+runs doctor and every sync, and shows what a partner would see. With
+NEXXT365_DEMO_SIGN_IN=managed-identity it signs in without a secret, through the
+managed identity endpoint simulator and a federated credential (doctor shows it).
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
 from shared import runner
+from shared.credentials import describe
 from shared.doctor import render, run_doctor
+from shared.errors import ConfigError
 from shared.report import RunReport
 from shared.sandbox.azurite import Azurite
 from shared.sandbox.demo_tenant import DemoIds, seed
 from shared.sandbox.world import World
+from shared.sign_in import MANAGED_IDENTITY, SECRET
 from shared.state import Store
 
 LABELS = {"available": "Beschikbaar", "away": "Afwezig", "busy": "Bezig", "dnd": "Niet storen", "elsewhere": "Werkt ergens anders"}
@@ -33,16 +41,35 @@ def _report(out: TextIO, report: RunReport) -> None:
     print(human_summary(report), file=out)
 
 
+@contextmanager
+def _sign_in(world: World) -> Iterator[None]:
+    """The identity endpoint's variables in this process while the demo runs (App Service sets them)."""
+    saved = {name: os.environ.get(name) for name in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER")}
+    os.environ.update(world.identity_sim.env() if world.identity_sim else {})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def run_demo(out: TextIO) -> int:
     logging.getLogger("nexxt365").setLevel(logging.CRITICAL)  # the summary below says it all
     now = datetime.now(UTC).replace(second=0, microsecond=0)
-    with Azurite() as azurite, World() as world:
+    way = (os.environ.get("NEXXT365_DEMO_SIGN_IN") or SECRET).strip().lower()
+    if way not in (SECRET, MANAGED_IDENTITY):
+        raise ConfigError(f"NEXXT365_DEMO_SIGN_IN {way!r} is not one of: {SECRET}, {MANAGED_IDENTITY}.")
+    with Azurite() as azurite, World(secretless=way == MANAGED_IDENTITY) as world, _sign_in(world):
         ids = seed(world, now)
         store = Store(azurite.connection_string)
         expires = (now + timedelta(days=540)).date()  # as noted from Certificates & secrets
         tenant = replace(world.tenant, secret_expiry=lambda: expires)
         codes: list[int] = []
         print(f"Sandbox: Microsoft Graph {world.graph.url}, ClearVox {world.clearvox.url}, Azurite {azurite.port}", file=out)
+        print(f"Sign-in: {describe(tenant)}", file=out)
 
         _section(out, "nexxt365 doctor")
         checks = run_doctor(tenant, store, verify=world.verify)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+
+import pytest
 
 from shared.cli import main
 
@@ -11,6 +14,7 @@ def test_demo_shows_every_case_and_exits_0() -> None:
     out = io.StringIO()
     assert main(["demo"], out=out) == 0, out.getvalue()
     text = out.getvalue()
+    assert "Sign-in: client secret" in text
     assert "all checks passed" in text
     assert "no email in Entra contact info" in text
     assert "exists in ClearVox: paste Object-ID" in text
@@ -23,3 +27,24 @@ def test_demo_shows_every_case_and_exits_0() -> None:
     assert "Emma     Beschikbaar" in meetings  # cancelled meeting
     assert "Anna     Beschikbaar" in after and "Chantal  Beschikbaar" in after
     assert "demo finished: everything worked" in text
+
+
+def test_demo_signs_in_without_a_secret_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEXXT365_DEMO_SIGN_IN", "managed-identity")
+    monkeypatch.delenv("IDENTITY_ENDPOINT", raising=False)
+    out = io.StringIO()
+    assert main(["demo"], out=out) == 0, out.getvalue()
+    text = out.getvalue()
+    assert "Sign-in: managed identity (federated credential, no secret)" in text
+    assert "OK   managed identity token" in text and "Entra accepted the managed identity's assertion" in text
+    assert "SKIP client secret expiry: no client secret" in text
+    assert "demo finished: everything worked" in text
+    assert "IDENTITY_ENDPOINT" not in os.environ  # only while the demo runs
+
+
+def test_an_unknown_demo_sign_in_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEXXT365_DEMO_SIGN_IN", "password")
+    err = io.StringIO()
+    monkeypatch.setattr("sys.stderr", err)
+    assert main(["demo"], out=io.StringIO()) == 2
+    assert "NEXXT365_DEMO_SIGN_IN 'password' is not one of: secret, managed-identity" in err.getvalue()
