@@ -131,7 +131,7 @@ def test_a_bad_setting_stops_sync_with_its_name(case: str, capsys: pytest.Captur
 
 
 def test_doctor_shows_a_setting_that_breaks_every_run_as_a_fail_line(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(["doctor"], {**BASE, "NEXXT365_STATUS_MAP": "tentative=maybe"}, capsys)
+    code, out, _ = run(["doctor"], {**BASE, "NEXXT365_STATUS_MAP": "tentative=maybe"}, capsys)
     assert code == EXIT_CONFIG
     assert any(line.strip().startswith("FAIL settings:") and "NEXXT365_STATUS_MAP" in line for line in out.splitlines()), out
     code, out, _ = run(["doctor", "--json"], {**BASE, "NEXXT365_USERS_SCHEDULE": "every 5 minutes"}, capsys)
@@ -188,8 +188,8 @@ def test_control_characters_from_entra_are_printed_escaped(world: World, azurite
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     hostile = "Eve\x1b]0;pwned\x07\x1b[2J"
     world.graph.add_user(displayName=hostile, mail="not-an-email")
-    code, out, err = run(["sync", "users"], world.env(azurite.connection_string), capsys)
+    _, out, err = run(["sync", "users"], world.env(azurite.connection_string), capsys)
     assert "\x1b" not in out + err and "\x07" not in out + err
     assert "Eve\\x1b]0;pwned\\x07\\x1b[2J" in out, out
-    code, out, _ = run(["sync", "users", "--json"], world.env(azurite.connection_string), capsys)
+    _, out, _ = run(["sync", "users", "--json"], world.env(azurite.connection_string), capsys)
     assert "\x1b" not in out  # JSON escapes them itself
