@@ -69,6 +69,9 @@ def https_url(name: str, value: str, example: str) -> str:
     except ValueError:
         host = None
         parts = urlsplit("")
+    if host and (parts.username or parts.password):  # never repeat the value: it holds a credential
+        raise ConfigError(f"{name} must not contain a user name or password (user:password@host): give the plain URL, "
+                          f"e.g. {example}; the API key has its own setting.")
     if parts.scheme != "https" or not host:
         raise ConfigError(f"{name} {value!r} is not an https URL. Example: {example}")
     return text.rstrip("/")

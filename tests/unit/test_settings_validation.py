@@ -97,6 +97,12 @@ def test_https_or_a_local_http_endpoint_is_accepted(value: str) -> None:
     assert Settings(env={"NEXXT365_STATE": value}, local={}).state_connection() == value
 
 
+def test_credentials_in_the_clearvox_url_are_refused_without_repeating_them() -> None:
+    with pytest.raises(ConfigError, match="NEXXT365_CLEARVOX_URL must not contain a user name or password") as err:
+        single(NEXXT365_CLEARVOX_URL="https://admin:hunter2@pbx.example.nl").single_tenant()
+    assert "hunter2" not in str(err.value)
+
+
 def test_a_tenants_table_name_with_spaces_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"NEXXT365_TENANTS_TABLE.*3-63"):
         Settings(env={"NEXXT365_TENANTS_TABLE": "my tenants", "NEXXT365_KEY_VAULT_URL": "https://kv.vault.azure.net",
