@@ -186,8 +186,11 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, settings:
         settings = settings or Settings()
         return COMMANDS[args.command](args, settings, shown)
     except Nexxt365Error as exc:
+        code = exc.exit_code if exc.exit_code != EXIT_OK else EXIT_CONFIG
         print(f"nexxt365: {printable(exc)}", file=sys.stderr)
-        return exc.exit_code if exc.exit_code != EXIT_OK else EXIT_CONFIG
+        if getattr(args, "json", False):  # a script reading stdout gets the reason too
+            print(json.dumps({"error": str(exc), "exit_code": code}), file=out)
+        return code
     except KeyboardInterrupt:
         return EXIT_ITEM_FAILURES
     except Exception as exc:  # one line for the operator; the traceback only in the debug log

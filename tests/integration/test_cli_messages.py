@@ -193,3 +193,10 @@ def test_control_characters_from_entra_are_printed_escaped(world: World, azurite
     assert "Eve\\x1b]0;pwned\\x07\\x1b[2J" in out, out
     _, out, _ = run(["sync", "users", "--json"], world.env(azurite.connection_string), capsys)
     assert "\x1b" not in out  # JSON escapes them itself
+
+
+def test_with_json_a_configuration_error_is_also_a_json_object_on_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(["sync", "users", "--json"], {**BASE, "NEXXT365_DEFAULT_REGION": "XX"}, capsys)
+    assert code == EXIT_CONFIG and "NEXXT365_DEFAULT_REGION" in err
+    assert json.loads(out) == {"error": json.loads(out)["error"], "exit_code": EXIT_CONFIG}
+    assert "NEXXT365_DEFAULT_REGION" in json.loads(out)["error"]
