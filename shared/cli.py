@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from shared.errors import EXIT_CONFIG, EXIT_ITEM_FAILURES, EXIT_OK, ConfigError, Nexxt365Error
-from shared.report import RunReport, printable
+from shared.report import RunReport, printable_lines
 from shared.settings import Settings, Tenant
 from shared.state import Store
 
@@ -33,7 +33,7 @@ class EscapingOut:
         self.out = out
 
     def write(self, text: str) -> int:
-        self.out.write("\n".join(printable(line) for line in text.split("\n")))
+        self.out.write(printable_lines(text))
         return len(text)
 
     def flush(self) -> None:
@@ -187,7 +187,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, settings:
         return COMMANDS[args.command](args, settings, shown)
     except Nexxt365Error as exc:
         code = exc.exit_code if exc.exit_code != EXIT_OK else EXIT_CONFIG
-        print(f"nexxt365: {printable(exc)}", file=sys.stderr)
+        print(f"nexxt365: {printable_lines(str(exc))}", file=sys.stderr)
         if getattr(args, "json", False):  # a script reading stdout gets the reason too
             print(json.dumps({"error": str(exc), "exit_code": code}), file=out)
         return code

@@ -164,3 +164,14 @@ def test_local_settings_with_null_values_means_none_with_a_warning(tmp_path: Pat
     with caplog.at_level(logging.WARNING, logger="nexxt365"):
         assert read_local_settings(path) == {}
     assert "Values" in caplog.text
+
+
+def test_a_certificate_from_key_vault_is_checked_when_first_read() -> None:
+    row = {**ROW, "ClientSecretName": "", "ClientCertificateName": "contoso-cert"}
+    pems = {"contoso-cert": _pem("ec"), "contoso-cv": "key"}
+    tenant = tenant_from_row(row, Options(), lambda name: lambda: pems[name])
+    assert tenant.client_certificate is not None
+    with pytest.raises(ConfigError, match="Key Vault secret contoso-cert holds an EC key"):
+        tenant.client_certificate()
+    pems["contoso-cert"] = _pem("rsa").replace("\n", "\\n")
+    assert tenant.client_certificate().startswith("-----BEGIN CERTIFICATE-----\n")
