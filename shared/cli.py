@@ -22,6 +22,7 @@ from shared.errors import EXIT_CONFIG, EXIT_ITEM_FAILURES, EXIT_OK, ConfigError,
 from shared.report import RunReport, printable_lines
 from shared.settings import Settings, Tenant
 from shared.state import Store
+from shared.sync.base import sync_names
 
 log = logging.getLogger("nexxt365")
 
@@ -61,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also check, read-only, every ClearVox path and field the connector relies on")
 
     sync = sub.add_parser("sync", help="run one sync now")
-    sync.add_argument("which", choices=["users", "contacts", "calendar"])
+    sync.add_argument("which", choices=sync_names())
     sync.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     sync.add_argument("--json", action="store_true", help="print one JSON object")
     sync.add_argument("--at", type=_parse_at, help="calendar: evaluate as if it were this moment (ISO-8601)")

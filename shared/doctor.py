@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from shared.clearvox import ClearVox
+from shared.clients import clients
 from shared.errors import AccountNotFound, ClearVoxError, Nexxt365Error
-from shared.graph.client import CONSENT_STEP, PERMISSIONS, Graph
+from shared.graph.client import CONSENT_STEP, Graph
 from shared.settings import Tenant
 from shared.state import Store
+from shared.sync.base import syncs
 from shared.sync.users.rules import is_valid_email, text_of
 
 EXPIRY_WARNING = timedelta(days=30)
@@ -47,39 +49,46 @@ def run_doctor(tenant: Tenant, store: Store | None, *, verify: str | bool | None
     With `contract`, every ClearVox path and field the client relies on is checked as well (read-only).
     """
     checks: list[Check] = []
-    graph = Graph(tenant, verify=verify, reuse_tokens=False)  # prove the credentials work now
-    token = _attempt("Microsoft Entra token", lambda: (graph.token(), f"token issued for app {tenant.client_id} in {tenant.tenant}")[1])
-    checks.append(token)
-    roles: set[str] = set()
-    if token.passed:
-        roles = graph.roles()
-        for perm in PERMISSIONS:
-            if perm in roles:
-                checks.append(Check(f"permission {perm}", "OK", "granted with admin consent"))
+    with clients(tenant, verify, reuse_tokens=False) as (graph, cv):  # prove the credentials work now
+        token = _attempt("Microsoft Entra token",
+                         lambda: (graph.token(), f"token issued for app {tenant.client_id} in {tenant.tenant}")[1])
+        checks.append(token)
+        if token.passed:
+            roles = graph.roles()
+            checks.extend(_permission_checks(tenant, roles))
+            if "User.Read.All" in roles:
+                checks.append(_attempt("Microsoft Graph users", lambda: _users_summary(graph)))
             else:
-                checks.append(Check(f"permission {perm}", "FAIL", f"{perm} is not granted. Fix: "
-                                    f"{CONSENT_STEP.format(app=tenant.client_id, perm=perm)}."))
-        if tenant.options.users_group:
-            group_roles = {"GroupMember.Read.All", "Group.Read.All", "Directory.Read.All"}
-            if roles & group_roles:
-                checks.append(Check("permission GroupMember.Read.All", "OK", "granted (needed for NEXXT365_USERS_GROUP)"))
-            else:
-                checks.append(Check("permission GroupMember.Read.All", "FAIL", "NEXXT365_USERS_GROUP is set, which needs "
-                                    "GroupMember.Read.All to read the group's members. Fix: "
-                                    f"{CONSENT_STEP.format(app=tenant.client_id, perm='GroupMember.Read.All')}."))
-        if "User.Read.All" in roles:
-            checks.append(_attempt("Microsoft Graph users", lambda: _users_summary(graph)))
+                checks.append(Check("Microsoft Graph users", "SKIP", "needs User.Read.All"))
         else:
-            checks.append(Check("Microsoft Graph users", "SKIP", "needs User.Read.All"))
-    else:
-        checks.append(Check("permissions", "SKIP", "needs a token"))
-    checks.append(_secret_expiry(tenant, today or datetime.now(UTC).date()))
-    cv = ClearVox(tenant.clearvox_url, tenant.clearvox_api_key(), tenant.clearvox_account, verify=verify)
-    checks.extend(_clearvox_checks(cv, tenant))
-    if contract:
-        checks.extend(contract_checks(cv))
+            checks.append(Check("permissions", "SKIP", "needs a token"))
+        checks.append(_secret_expiry(tenant, today or datetime.now(UTC).date()))
+        checks.extend(_clearvox_checks(cv, tenant))
+        if contract:
+            checks.extend(contract_checks(cv))
     if store is not None:
         checks.append(_attempt("state storage", lambda: (store.table("runs"), "tables reachable")[1]))
+    return checks
+
+
+# Broader application permissions that include a narrower one.
+_INCLUDED_IN = {"GroupMember.Read.All": {"Group.Read.All", "Directory.Read.All"}}
+
+
+def _permission_checks(tenant: Tenant, roles: set[str]) -> list[Check]:
+    """One check per Graph permission the registered syncs need with this tenant's options."""
+    needed: dict[str, list[str]] = {}
+    for spec in syncs():
+        for perm, why in spec.needs(tenant.options).items():
+            needed.setdefault(perm, []).append(why)
+    checks = []
+    for perm, whys in needed.items():
+        why = "; ".join(whys)
+        if perm in roles or roles & _INCLUDED_IN.get(perm, set()):
+            checks.append(Check(f"permission {perm}", "OK", f"granted with admin consent ({why})"))
+        else:
+            checks.append(Check(f"permission {perm}", "FAIL", f"{perm} is not granted. Fix: "
+                                f"{CONSENT_STEP.format(app=tenant.client_id, perm=perm)} ({why})."))
     return checks
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.errors import EXIT_CONFIG, EXIT_ITEM_FAILURES, EXIT_OK
+from shared.errors import EXIT_CONFIG, EXIT_ITEM_FAILURES, EXIT_NOT_RUN, EXIT_OK
 
 REASON_MAX = 500
 ELLIPSIS = "\u2026"
@@ -85,6 +85,8 @@ class RunReport:
 
     @property
     def exit_code(self) -> int:
+        if self.extra.get("not_run"):
+            return EXIT_NOT_RUN
         if self.error:
             return self.error_exit or EXIT_ITEM_FAILURES
         return EXIT_ITEM_FAILURES if self.failed else EXIT_OK

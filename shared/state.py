@@ -9,6 +9,7 @@ operations, one partition each).
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -28,13 +29,14 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
-from shared.errors import ConfigError
+from shared.errors import ConfigError, LeaseLost
 
 TABLES = ("cursors", "links", "entrausers", "contactmap", "presence", "runs", "leases", "retries", "notices", "health")
 _BATCH = 100
 _SYSTEM = {"PartitionKey", "RowKey", "Timestamp", "etag"}
 _DEV_CONNECTION = "UseDevelopmentStorage=true"
 RUN_REPORT_MAX = 30000  # a Table Storage string property holds 32K characters
+log = logging.getLogger("nexxt365")
 
 
 def azure_credential() -> Any:
@@ -165,6 +167,8 @@ class Lease:
     sync: str
     owner: str
     expires: datetime
+    since: datetime | None = None
+    etag: str = ""
 
 
 class State:
@@ -250,10 +254,10 @@ class State:
         client = self.store.table("leases")
         owner = owner or uuid.uuid4().hex
         now = datetime.now(UTC)
-        entity = {"PartitionKey": self._pk(""), "RowKey": sync, "owner": owner, "expires": now + duration}
+        entity = {"PartitionKey": self._pk(""), "RowKey": sync, "owner": owner, "since": now, "expires": now + duration}
         try:
-            client.create_entity(entity)
-            return Lease(sync, owner, entity["expires"])  # type: ignore[arg-type]
+            meta = client.create_entity(entity)
+            return Lease(sync, owner, now + duration, now, str(meta.get("etag") or ""))
         except ResourceExistsError:
             pass
         try:
@@ -264,13 +268,38 @@ class State:
         if isinstance(expires, datetime) and expires > now:
             return None
         try:
-            client.update_entity(entity, mode=UpdateMode.REPLACE, etag=current.metadata["etag"],
-                                 match_condition=MatchConditions.IfNotModified)
+            meta = client.update_entity(entity, mode=UpdateMode.REPLACE, etag=current.metadata["etag"],
+                                        match_condition=MatchConditions.IfNotModified)
         except (ResourceModifiedError, HttpResponseError) as exc:
             if isinstance(exc, ResourceModifiedError) or exc.status_code == 412:
                 return None
             raise
-        return Lease(sync, owner, entity["expires"])  # type: ignore[arg-type]
+        return Lease(sync, owner, now + duration, now, str(meta.get("etag") or ""))
+
+    def lease_holder(self, sync: str) -> tuple[datetime | None, datetime | None] | None:
+        """(since, until) of the lease another run holds, or None when it is free."""
+        try:
+            row = self.store.table("leases").get_entity(self._pk(""), sync)
+        except ResourceNotFoundError:
+            return None
+        since, until = row.get("since"), row.get("expires")
+        return (since if isinstance(since, datetime) else None, until if isinstance(until, datetime) else None)
+
+    def renew_lease(self, lease: Lease, duration: timedelta) -> Lease:
+        """Extend our lease; LeaseLost when another run took it over meanwhile (its row changed)."""
+        now = datetime.now(UTC)
+        entity = {"PartitionKey": self._pk(""), "RowKey": lease.sync, "owner": lease.owner,
+                  "since": lease.since or now, "expires": now + duration}
+        try:
+            meta = self.store.table("leases").update_entity(entity, mode=UpdateMode.REPLACE, etag=lease.etag,
+                                                            match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceNotFoundError) as exc:
+            raise LeaseLost(f"the {lease.sync} lease was taken over by another run") from exc
+        except HttpResponseError as exc:
+            if exc.status_code in (404, 412):
+                raise LeaseLost(f"the {lease.sync} lease was taken over by another run") from exc
+            raise
+        return Lease(lease.sync, lease.owner, now + duration, lease.since, str(meta.get("etag") or ""))
 
     def release_lease(self, lease: Lease) -> None:
         client = self.store.table("leases")
@@ -284,3 +313,49 @@ class State:
             client.delete_entity(self._pk(""), lease.sync, etag=current.metadata["etag"], match_condition=MatchConditions.IfNotModified)
         except (ResourceModifiedError, ResourceNotFoundError, HttpResponseError):
             pass
+
+
+class LeaseKeeper:
+    """Keeps a run's lease alive: renews it every third of its length from a thread. When a renewal
+    finds the lease taken over, or cannot renew it before it expires, the lease is lost and
+    `check()` raises LeaseLost, so the run stops writing. A run that dies stops renewing, and its
+    lease is taken over once it expires (at most `duration` later)."""
+
+    def __init__(self, state: State, lease: Lease, duration: timedelta) -> None:
+        self.state = state
+        self.lease = lease
+        self.duration = duration
+        self.lost: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"lease-{lease.sync}", daemon=True)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        if self.lost is None:
+            try:
+                self.state.release_lease(self.lease)
+            except Exception:  # the lease expires by itself
+                log.warning("nexxt365 could not release the %s lease; it expires by itself", self.lease.sync)
+
+    def check(self) -> None:
+        if self.lost is not None:
+            raise LeaseLost(f"{self.lost}; this run stopped writing so two runs never write at once")
+
+    def renew(self) -> None:
+        """One renewal (the heartbeat's step; tests call it directly)."""
+        try:
+            self.lease = self.state.renew_lease(self.lease, self.duration)
+        except LeaseLost as exc:
+            self.lost = str(exc)
+        except Exception as exc:  # storage hiccup: try again on the next beat, unless it is too late
+            if datetime.now(UTC) >= self.lease.expires:
+                self.lost = f"the {self.lease.sync} lease could not be renewed before it expired ({type(exc).__name__})"
+
+    def _beat(self) -> None:
+        while self.lost is None and not self._stop.wait(self.duration.total_seconds() / 3):
+            self.renew()

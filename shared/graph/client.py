@@ -151,6 +151,9 @@ class Graph:
         self._cache_key: str | None = None
 
     # -- authentication --------------------------------------------------
+
+    def close(self) -> None:
+        self.session.close()
     def _credential(self) -> Any:
         if self.tenant.client_certificate is not None:
             pem = self.tenant.client_certificate()

@@ -49,7 +49,7 @@ from shared.sync.users.rules import Link, links_from_rows
 
 if TYPE_CHECKING:
     from shared.graph.client import Graph
-    from shared.runner import SyncContext
+    from shared.sync.base import SyncContext
 
 
 # ================================================================ the run: Graph -> decide -> ClearVox -> ledger
