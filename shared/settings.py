@@ -31,13 +31,9 @@ log = logging.getLogger("nexxt365")
 
 DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
 DEFAULT_GRAPH = "https://graph.microsoft.com"
-DEFAULT_SCHEDULES = {
-    "NEXXT365_USERS_SCHEDULE": "0 */15 * * * *",
-    "NEXXT365_CONTACTS_SCHEDULE": "0 */30 * * * *",
-    "NEXXT365_CALENDAR_SCHEDULE": "0 * * * * *",
-}
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _DOMAIN = re.compile(r"^(?=.{3,253}$)([a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]{2,63}$")
+_SCHEDULE = re.compile(r"^NEXXT365_[A-Z]+_SCHEDULE$")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -280,9 +276,10 @@ class Settings:
         return value
 
     def schedules(self) -> dict[str, str]:
-        """The three NCRONTAB schedules (the host reads them; a bad one is refused here as well)."""
-        return {name: validate.validate_ncrontab(name, (self.get(name) or default).strip())
-                for name, default in DEFAULT_SCHEDULES.items()}
+        """Every NEXXT365_<SYNC>_SCHEDULE that is set, checked as NCRONTAB (the host reads them; unset ones get the
+        defaults of infra/main.bicep and local.settings.example.json, which are valid)."""
+        names = sorted({n for source in (self.env, self.local) for n in source if _SCHEDULE.match(n)})
+        return {name: validate.validate_ncrontab(name, (self.get(name) or "").strip()) for name in names}
 
     def options(self) -> Options:
         self.schedules()

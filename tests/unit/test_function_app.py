@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULTS = {"NEXXT365_USERS_SCHEDULE": "0 */15 * * * *", "NEXXT365_CONTACTS_SCHEDULE": "0 */30 * * * *",
-            "NEXXT365_CALENDAR_SCHEDULE": "0 * * * * *"}
+ARCHITECTURE_DEFAULTS = {"NEXXT365_USERS_SCHEDULE": "0 */15 * * * *", "NEXXT365_CONTACTS_SCHEDULE": "0 */30 * * * *",
+                         "NEXXT365_CALENDAR_SCHEDULE": "0 * * * * *"}
 
 EXPECTED = {
     "sync_users": ("%NEXXT365_USERS_SCHEDULE%", "users"),
@@ -53,8 +53,12 @@ def test_the_worker_does_not_set_schedule_defaults(monkeypatch: pytest.MonkeyPat
 
 
 def test_local_settings_example_has_the_documented_schedule_defaults() -> None:
+    from shared.sync.base import syncs
+
     values = json.loads((ROOT / "local.settings.example.json").read_text())["Values"]
-    assert {k: values[k] for k in DEFAULTS} == DEFAULTS
+    registered = {spec.schedule_setting: spec.schedule_default for spec in syncs()}
+    assert registered == ARCHITECTURE_DEFAULTS
+    assert {k: values[k] for k in registered} == registered
 
 
 @dataclass
