@@ -15,6 +15,7 @@ OPTIONAL = {
     "NEXXT365_CLIENT_CERTIFICATE": "an alternative to the client secret that this deployment does not offer: "
     "every customer signs in with a client secret or without any (secretless); a certificate would need its own "
     "parameter and Key Vault reference",
+    "NEXXT365_DEMO_SIGN_IN": "read by `nexxt365 demo` only (the sandbox), never by the deployed app",
 }
 # Set by main.bicep although the code does not read it (yet).
 SET_FOR_PLATFORM: dict[str, str] = {}

@@ -13,11 +13,12 @@ import pytest
 from shared.errors import ConfigError
 from shared.settings import Options, Settings, Tenant, tenant_from_row
 from shared.sign_in import CERTIFICATE, MANAGED_IDENTITY, SECRET
+from tests.unit.test_settings_validation import _pem
 
 TENANT_ID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 CLIENT_ID = "11111111-2222-3333-4444-555555555555"
 IDENTITY = "99999999-8888-7777-6666-555555555555"
-PEM = "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n-----BEGIN PRIVATE KEY-----\ny\n-----END PRIVATE KEY-----"
+PEM = _pem("rsa")
 BASE = {
     "NEXXT365_TENANT": TENANT_ID,
     "NEXXT365_CLIENT_ID": CLIENT_ID,
