@@ -116,7 +116,8 @@ class ManagedIdentityAssertion:
                                   f"({type(exc).__name__}); the next run tries again. If it persists, "
                                   f"{_IDENTITY_STEP.format(client_id=self.client_id)}.")
         text = str(getattr(exc, "message", "") or exc)
-        reason = "; it does not know that identity" if "400" in text or "identity" in text.lower() else ""
+        # App Service's answer for an identity that is not assigned to the app
+        reason = "; it does not know that identity" if "Unable to load the proper Managed Identity" in text else ""
         return GraphAuthError(f"The managed identity endpoint gave no token for identity {self.client_id}{reason}: "
                               f"{_IDENTITY_STEP.format(client_id=self.client_id)}.")
 

@@ -100,12 +100,13 @@ class IdentitySim(SimServer):
         if identity is None:
             return Response(400, {"statusCode": 400, "message": "Unable to load the proper Managed Identity.",
                                   "correlationId": str(uuid.uuid4())})
-        return Response(200, self._token(identity, resource))
+        return Response(200, self.token_for(identity, resource))
 
-    def _token(self, identity: ManagedIdentity, resource: str) -> dict[str, Any]:
+    def token_for(self, identity: ManagedIdentity, resource: str = TOKEN_EXCHANGE, *, issued: int | None = None) -> dict[str, Any]:
+        """The endpoint's answer for `identity`; `issued` (epoch seconds) back-dates it, e.g. to test an expired one."""
         import jwt
 
-        now = int(time.time())
+        now = int(time.time()) if issued is None else issued
         claims = {"aud": resource, "iss": self.issuer, "iat": now, "nbf": now, "exp": now + self.token_lifetime,
                   "sub": identity.principal_id, "oid": identity.principal_id, "azp": identity.client_id,
                   "appid": identity.client_id, "tid": self.home_tenant, "idtyp": "app", "ver": "2.0",

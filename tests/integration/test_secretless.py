@@ -10,6 +10,9 @@ signature with the issuer's keys, expiry) as Entra does.
 from __future__ import annotations
 
 import io
+import logging
+import re
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -25,6 +28,7 @@ from shared.sandbox.world import World
 from shared.settings import Settings
 
 pytestmark = pytest.mark.integration
+JWT = re.compile(r"eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}")
 
 
 @pytest.fixture
@@ -204,3 +208,43 @@ def test_a_token_from_an_untrusted_issuer_key_is_refused(world: World) -> None:
         g.token()
     g.close()
     assert err.value.aadsts == "50013" and "could not verify the signature" in str(err.value)
+
+
+def test_an_expired_identity_token_is_refused_as_entra_does(world: World) -> None:
+    """The Graph simulator checks the assertion's expiry (AADSTS700024), here with msal sending a stale token."""
+    import msal
+
+    sim, identity = identity_sim(world), world.identity
+    assert identity is not None
+    stale = sim.token_for(identity, issued=int(time.time()) - sim.token_lifetime - 3600)["access_token"]
+    app = msal.ConfidentialClientApplication(world.client_id, client_credential={"client_assertion": lambda: stale},
+                                             authority=world.graph.authority, instance_discovery=False,
+                                             validate_authority=False)
+    result = app.acquire_token_for_client(scopes=[f"{world.graph.url}/.default"])
+    assert result.get("error_codes") == [700024], result
+    fresh = sim.token_for(identity)["access_token"]
+    app = msal.ConfidentialClientApplication(world.client_id, client_credential={"client_assertion": lambda: fresh},
+                                             authority=world.graph.authority, instance_discovery=False,
+                                             validate_authority=False)
+    assert "access_token" in app.acquire_token_for_client(scopes=[f"{world.graph.url}/.default"])
+
+
+def test_no_identity_token_or_header_in_logs_or_output(world: World, azurite: Azurite, capsys: pytest.CaptureFixture[str],
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    world.graph.add_user(displayName="Jan", givenName="Jan", surname="Jansen", mail="jan@contoso.nl")
+    out = io.StringIO()
+    env = world.env(azurite.connection_string)
+    codes = []
+    for argv in (["-v", "doctor"], ["-v", "sync", "users", "--json"]):
+        caplog.set_level(logging.DEBUG)  # msal, azure-identity and urllib3 included
+        codes.append(cli.main(argv, out=out, settings=Settings(env=env, local={})))
+    federate_wrongly(world, subject="00000000-0000-0000-0000-00000000abcd")
+    world.graph.expire_access_tokens()  # so that the next run must sign in again
+    caplog.set_level(logging.DEBUG)
+    codes.append(cli.main(["-v", "sync", "users"], out=out, settings=Settings(env=env, local={})))
+    assert codes == [0, 0, 2]
+    captured = capsys.readouterr()
+    text = "\n".join([out.getvalue(), captured.out, captured.err, caplog.text])
+    assert identity_sim(world).header not in text
+    assert "Bearer " not in text
+    assert not JWT.search(text), "a token leaked"
