@@ -11,6 +11,9 @@ param customer = 'contoso'
 param tenant = 'contoso.onmicrosoft.com'
 param clientId = '11111111-2222-3333-4444-555555555555'
 param clientSecretExpires = '2027-06-30'
+// Or no secret at all: the app registration (in the partner's tenant) trusts
+// this app's managed identity (docs/deploy.md, "Sign-in without a secret"):
+// param secretless = true
 
 // ClearVox Nexxt: the PBX URL and the Company ID.
 param clearvoxUrl = 'https://pbx.example.nl'
