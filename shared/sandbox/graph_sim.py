@@ -511,9 +511,7 @@ class GraphSim(GraphStore, SimServer, FederatedSignIn):
         if form.get("client_assertion"):
             if form.get("client_assertion_type") != _ASSERTION_TYPE:
                 return self._aad_error(400, "invalid_request", 50027, "JWT token is invalid or malformed.")
-            assertion = form["client_assertion"]
-            failure = (self.check_federated(app, assertion, self._aad_error) if self.is_federated(app, assertion)
-                       else self._check_assertion(app, assertion))
+            failure = self._check_assertion(app, form["client_assertion"])
             if failure is not None:
                 return failure
             credential = "2"
@@ -542,6 +540,8 @@ class GraphSim(GraphStore, SimServer, FederatedSignIn):
         import jwt
         from cryptography.hazmat.primitives import hashes
 
+        if self.is_federated(app, assertion):  # another issuer's token: a federated identity credential
+            return self.check_federated(app, assertion, self._aad_error)
         try:
             header = jwt.get_unverified_header(assertion)
         except jwt.PyJWTError:
