@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,7 +32,7 @@ from shared.errors import (
     LicenseRequired,
     ValidationFailed,
 )
-from shared.http import DEFAULT_TIMEOUT, HttpStats, make_session
+from shared.http import DEFAULT_TIMEOUT, HttpStats, after_retries, make_session, retries_made
 
 # Status codes (ARCHITECTURE.md): available Beschikbaar, away Afwezig, busy Bezig,
 # dnd Niet storen, elsewhere Werkt ergens anders.
@@ -109,6 +109,7 @@ log = logging.getLogger(__name__)
 API_PREFIX = "/api/1"
 AUTH_HEADER = "X-Auth-Token"
 PAGE_SIZE = 100  # the contract's maximum per_page: fewest round trips for 10,000 users
+MAX_PAGES = 2_000  # 200,000 users or contacts of one owner: far past any account; more is a paging loop
 
 # Domain name -> JSON name. Identity today; a vendor correction of a field name is a change here.
 _USER_JSON: dict[str, str] = {name: name for name in (*USER_FIELDS, "external_application_id", "active")}
@@ -154,7 +155,7 @@ class ClearVox:
         self._api_key = api_key
         self._verify = verify  # None: requests honours REQUESTS_CA_BUNDLE
         self._session = make_session(self.stats, retries=retries, backoff=backoff, max_retry_after=max_retry_after,
-                                     pool_size=pool_size, timeout=timeout)
+                                     pool_size=pool_size, timeout=timeout, creating_methods=frozenset({"POST"}))
         self._session.headers.update({AUTH_HEADER: api_key, "Accept": "application/json"})
 
     def __repr__(self) -> str:
@@ -188,27 +189,12 @@ class ClearVox:
             yield _user(item)
 
     def list_users(self, concurrency: int = 8) -> list[CvUser]:
-        """Every user of the account. After the first page (which gives the total) the
-        other pages are fetched in parallel: 10,000 users are 100 pages, too slow one by one."""
-        path = self._account_path() + "/users"
-
-        def page(number: int) -> dict[str, Any]:
-            return self._call("GET", path, params={"page": str(number), "per_page": str(PAGE_SIZE)}, what="account")
-
-        first = page(1)
-        meta = first.get("meta") or {}
-        per_page = int(meta.get("per_page") or PAGE_SIZE)
-        total = int(meta.get("total") or 0)
-        pages = [first]
-        rest = range(2, -(-total // max(per_page, 1)) + 1)
-        if len(rest):
-            with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(rest)))) as pool:
-                pages += list(pool.map(page, rest))
+        """Every user of the account. Pages are fetched `concurrency` at a time (10,000 users are 100
+        pages, too slow one by one) until a short or empty page; `meta.total` is never trusted."""
         users: dict[str, CvUser] = {}
-        for envelope in pages:
-            for item in envelope.get("data") or []:
-                user = _user(item)
-                users[user.id] = user  # a user created meanwhile may shift across a page boundary
+        for item in self._pages(self._account_path() + "/users", {}, what="account", concurrency=concurrency):
+            user = _user(item)
+            users[user.id] = user  # a user created meanwhile may shift across a page boundary
         return list(users.values())
 
     def find_user_by_email(self, email: str) -> CvUser | None:
@@ -289,21 +275,33 @@ class ClearVox:
     def _account_path(self) -> str:
         return "/accounts/" + _seg(self.account_id)
 
-    def _pages(self, path: str, params: Mapping[str, str], *, what: str) -> Iterator[dict[str, Any]]:
-        page = 1
-        seen = 0
-        while True:
-            envelope = self._call("GET", path, params={**params, "page": str(page), "per_page": str(PAGE_SIZE)},
-                                  what=what)
-            items = envelope.get("data") or []
-            meta = envelope.get("meta") or {}
-            yield from items
-            seen += len(items)
-            per_page = int(meta.get("per_page") or PAGE_SIZE)
-            total = int(meta.get("total") or 0)
-            if not items or seen >= total or page * per_page >= total:
-                return
-            page += 1
+    def _pages(self, path: str, params: Mapping[str, str], *, what: str,
+               concurrency: int = 1) -> Iterator[dict[str, Any]]:
+        """Items page by page, `concurrency` pages in flight, until a short or empty page.
+
+        `meta.total` sizes nothing: a hostile or broken total cannot queue requests. More than
+        MAX_PAGES pages is an answer no account can need, and an error.
+        """
+        width = max(1, min(concurrency, 16))
+
+        def page(number: int) -> tuple[list[dict[str, Any]], int, int]:
+            query = {**params, "page": str(number), "per_page": str(PAGE_SIZE)}
+            return _items(self._call("GET", path, params=query, what=what), f"GET {path}")
+
+        with ThreadPoolExecutor(max_workers=width) as pool:
+            number, wave = 1, 1
+            while number <= MAX_PAGES:
+                answers = list(pool.map(page, range(number, min(number + wave, MAX_PAGES + 1))))
+                for items, per_page, _ in answers:
+                    yield from items
+                    if len(items) < per_page:
+                        return
+                number += wave
+                per_page, total = answers[-1][1], answers[-1][2]
+                # the total only hints how many pages to ask at once, never more than `width`
+                wave = max(1, min(width, -(-(total - (number - 1) * per_page) // per_page)))
+        raise ClearVoxRejected(f"ClearVox GET {path} still had items after {MAX_PAGES} pages of {PAGE_SIZE}; "
+                               "no account holds that many: the PBX pages wrongly", 200, "bad_response")
 
     def _data(self, method: str, path: str, *, what: str, body: Any = None) -> dict[str, Any]:
         envelope = self._call(method, path, body=body, what=what)
@@ -317,7 +315,7 @@ class ClearVox:
         """One request; the parsed envelope on 2xx ({} when empty), else a typed error."""
         kwargs: dict[str, Any] = {"params": dict(params) if params else None, "allow_redirects": False}
         if body is not None:
-            kwargs["json"] = body
+            kwargs["json"] = _sendable(body)
         if self._verify is not None:
             kwargs["verify"] = self._verify
         started = time.monotonic()
@@ -354,9 +352,7 @@ class ClearVox:
 
     def _error(self, resp: requests.Response, method: str, path: str, what: str) -> ClearVoxError:
         status = resp.status_code
-        code, detail, fields = _error_body(resp)
-        detail = self._scrub(detail)
-        fields = {self._scrub(k): self._scrub(v) for k, v in fields.items()}
+        code, detail, fields = (self._scrub(v) for v in _error_body(resp))
         where = f"ClearVox {method} {path}"
         if 300 <= status < 400:  # never followed: the key would travel to wherever it points
             return ClearVoxMisdirected(
@@ -390,13 +386,16 @@ class ClearVox:
                                     code or "validation_failed", fields)
         if status == 429 or status >= 500:
             return ClearVoxUnavailable(
-                f"{where}: ClearVox still answered {status} ({code or 'no error code'}) after retrying; "
+                f"{where}: ClearVox answered {status} ({code or 'no error code'}){after_retries(retries_made(resp))}; "
                 "the next run tries again", status, code or ("rate_limited" if status == 429 else "internal"))
         return ClearVoxRejected(f"{where}: unexpected {status} {code} {detail}".rstrip(), status, code)
 
-    def _scrub(self, text: str) -> str:
-        """A server may echo the request; its words must not carry the key into logs."""
-        return text.replace(self._api_key, "***") if self._api_key else text
+    def _scrub(self, value: Any) -> Any:
+        """A server may echo the request: no field of its error (code, message, field names and values)
+        may carry the key into a message, a log line or a report."""
+        if isinstance(value, dict):
+            return {self._scrub(k): self._scrub(v) for k, v in value.items()}
+        return str(value).replace(self._api_key, "***")
 
 
 def _timed_out(exc: requests.exceptions.RequestException) -> bool:
@@ -409,9 +408,27 @@ def _timed_out(exc: requests.exceptions.RequestException) -> bool:
         reason, urllib3.exceptions.NewConnectionError)
 
 
+_CONTROL = dict.fromkeys([*range(32), *range(127, 160)])
+
+
+def _sendable(value: Any) -> Any:
+    """What is sent, without control characters (C0, DEL, C1): no NUL, BEL, ESC sequence or line break
+    from an Entra or Outlook name reaches the PBX."""
+    if isinstance(value, str):
+        return value.translate(_CONTROL)
+    if isinstance(value, dict):
+        return {k: _sendable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_sendable(v) for v in value]
+    return value
+
+
 def _api_root(base_url: str) -> str:
     raw = (base_url or "").strip().rstrip("/")
     parts = urlsplit(raw)
+    if "@" in parts.netloc:
+        raise ConfigError("NEXXT365_CLEARVOX_URL must not contain a user name or password (user:pw@host): the API "
+                          "key goes in NEXXT365_CLEARVOX_API_KEY. Example: https://pbx.example.nl")
     if parts.scheme != "https" or not parts.netloc or parts.query or parts.fragment:
         raise ConfigError(f"NEXXT365_CLEARVOX_URL {base_url!r} is not an https URL. Example: https://pbx.example.nl")
     return raw if raw.endswith(API_PREFIX) else raw + API_PREFIX
@@ -472,7 +489,34 @@ def _error_body(resp: requests.Response) -> tuple[str, str, dict[str, str]]:
             {str(k): str(v) for k, v in fields.items()} if isinstance(fields, dict) else {})
 
 
+def _items(envelope: Mapping[str, Any], where: str) -> tuple[list[dict[str, Any]], int, int]:
+    """The items of a list answer and the page size it used; ClearVoxRejected when it is not one."""
+    data, meta = envelope.get("data"), envelope.get("meta") or {}
+    if not isinstance(data, list) or not all(isinstance(i, dict) for i in data) or not isinstance(meta, dict):
+        raise ClearVoxRejected(f"ClearVox {where} answered a list without a data array of objects and a meta object "
+                               f"(got data {type(data).__name__}, meta {type(meta).__name__})", 200, "bad_response")
+    per_page = meta.get("per_page")
+    size = per_page if isinstance(per_page, int) and 0 < per_page <= PAGE_SIZE else PAGE_SIZE
+    total = meta.get("total")
+    return data, size, total if isinstance(total, int) else 0
+
+
+def _parsed(build: Callable[[Mapping[str, Any]], Any], data: Mapping[str, Any], what: str) -> Any:
+    """A domain object from an answer; a missing id or a wrong type is ClearVoxRejected, never a traceback."""
+    try:
+        if build is not _build_status and (not isinstance(data.get("id"), str | int) or data.get("id") in ("", None)):
+            raise ValueError("id")
+        return build(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ClearVoxRejected(f"ClearVox answered a {what} the contract does not allow (field {exc!s:.40})",
+                               200, "bad_response") from None
+
+
 def _user(data: Mapping[str, Any]) -> CvUser:
+    return _parsed(_build_user, data, "user")  # type: ignore[no-any-return]
+
+
+def _build_user(data: Mapping[str, Any]) -> CvUser:
     return CvUser(
         id=str(data["id"]),
         first_name=data.get("first_name") or "",
@@ -490,6 +534,10 @@ def _user(data: Mapping[str, Any]) -> CvUser:
 
 
 def _contact(data: Mapping[str, Any]) -> CvContact:
+    return _parsed(_build_contact, data, "contact")  # type: ignore[no-any-return]
+
+
+def _build_contact(data: Mapping[str, Any]) -> CvContact:
     return CvContact(
         id=str(data["id"]),
         owner_user_id=None if data.get("owner_user_id") is None else str(data["owner_user_id"]),
@@ -506,7 +554,13 @@ def _contact(data: Mapping[str, Any]) -> CvContact:
 
 
 def _status(data: Mapping[str, Any]) -> CvStatus:
-    return CvStatus(status=data["status"], changed_at=_timestamp(data["changed_at"]), changed_by=data["changed_by"])
+    return _parsed(_build_status, data, "status")  # type: ignore[no-any-return]
+
+
+def _build_status(data: Mapping[str, Any]) -> CvStatus:
+    if not isinstance(data["status"], str):
+        raise TypeError("status")
+    return CvStatus(status=data["status"], changed_at=_timestamp(data["changed_at"]), changed_by=str(data["changed_by"]))
 
 
 def _timestamp(text: str) -> datetime:
