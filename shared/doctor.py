@@ -9,7 +9,8 @@ from datetime import UTC, date, datetime, timedelta
 
 from shared.clearvox import ClearVox
 from shared.errors import AccountNotFound, ClearVoxError, Nexxt365Error
-from shared.graph.client import CONSENT_STEP, PERMISSIONS, Graph
+from shared.graph.auth import CONSENT_STEP, PERMISSIONS
+from shared.graph.client import Graph
 from shared.settings import Tenant
 from shared.state import Store
 

@@ -215,6 +215,7 @@ class GraphSim(GraphStore, SimServer):
         self._delta_epoch = {"users": 0, "contacts": 0}
         self._epoch_modes: dict[str, list[str]] = {"users": [], "contacts": []}
         self._rounds: OrderedDict[str, _Round] = OrderedDict()
+        self._rewrites: list[list[Any]] = []  # [match, change, count]
 
     @property
     def authority(self) -> str:
@@ -271,13 +272,25 @@ class GraphSim(GraphStore, SimServer):
             return graph_error(504, "UnknownError", "Gateway timeout.", headers)
         return graph_error(status, "generalException", "An unspecified error has occurred.", headers)
 
+    def rewrite(self, change: Callable[[Request, Response], Response], *, count: int = 1,
+                match: Callable[[Request], bool] | None = None) -> None:
+        """Answer the next `count` matching requests with `change(request, normal answer)`: a looping
+        nextLink, a link to another host, a token error echoing the secret, malformed JSON."""
+        with self._data_lock:
+            self._rewrites.append([match or (lambda r: True), change, count])
+
     # -- entry point -----------------------------------------------------------
     def handle(self, req: Request) -> Response:
         with self._data_lock:
             try:
-                return self._dispatch(req)
+                resp = self._dispatch(req)
             except _Fail as fail:
-                return fail.response
+                resp = fail.response
+            for rule in self._rewrites:
+                if rule[2] > 0 and rule[0](req):
+                    rule[2] -= 1
+                    return rule[1](req, resp)  # type: ignore[no-any-return]
+            return resp
 
     def _dispatch(self, req: Request) -> Response:
         segs = [unquote(s) for s in req.path.split("/") if s]

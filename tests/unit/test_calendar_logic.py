@@ -14,6 +14,7 @@ import pytest
 
 from shared.clearvox import CvStatus
 from shared.errors import ConfigError
+from shared.graph.schedule import anchor_chunks
 from shared.sync.calendar.rules import (
     DEFAULT_STATUS_MAP,
     IDLE,
@@ -38,7 +39,6 @@ from shared.sync.calendar.rules import (
 from shared.sync.calendar.run import (
     CalendarUser,
     NoticeKind,
-    anchor_chunks,
     calendar_users,
     notice_due,
 )

@@ -34,7 +34,8 @@ from shared.errors import (
     GraphError,
     LicenseRequired,
 )
-from shared.graph.client import CONSENT_STEP, BatchRequest, Graph
+from shared.graph.auth import CONSENT_STEP
+from shared.graph.client import BatchRequest, Graph
 from shared.sync.users.rules import (
     GRAPH_SELECT,
     Action,
