@@ -11,6 +11,7 @@ from shared.clearvox import ClearVox
 from shared.errors import AccountNotFound, ClearVoxError, Nexxt365Error
 from shared.graph.auth import CONSENT_STEP, PERMISSIONS
 from shared.graph.client import Graph
+from shared.graph.users import all_users
 from shared.settings import Tenant
 from shared.state import Store
 
@@ -80,7 +81,7 @@ def run_doctor(tenant: Tenant, store: Store | None, *, verify: str | bool | None
 
 def _users_summary(graph: Graph) -> str:
     total = with_mail = 0
-    for user in graph.iter_items("/users", params={"$select": "id,mail,userPrincipalName", "$top": "999"}):
+    for user in all_users(graph):
         total += 1
         if _EMAIL.match(str(user.get("mail") or "")):
             with_mail += 1
