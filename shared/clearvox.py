@@ -1,23 +1,21 @@
 """ClearVox Nexxt API client: the ONLY module that knows the API's paths and JSON field names.
 
-The contract is ../shared/clearvox-api.yaml. Sync modules speak in the
-dataclasses below; a correction of a path or field name is a change here only.
+The contract is ../shared/clearvox-api.yaml; sync modules speak in the dataclasses below.
+The transport (session, TLS, retries, control characters) is in shared.clearvox_http.
 """
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 import requests
-import urllib3
 
+from shared.clearvox_http import ClearVoxTransport
 from shared.errors import (
     AccountNotFound,
     ClearVoxError,
@@ -32,7 +30,7 @@ from shared.errors import (
     LicenseRequired,
     ValidationFailed,
 )
-from shared.http import DEFAULT_TIMEOUT, HttpStats, after_retries, make_session, retries_made
+from shared.http import after_retries, retries_made
 
 # Status codes (ARCHITECTURE.md): available Beschikbaar, away Afwezig, busy Bezig,
 # dnd Niet storen, elsewhere Werkt ergens anders.
@@ -103,9 +101,7 @@ class CvStatus:
 
 
 # -- the client ---------------------------------------------------------------
-
-log = logging.getLogger(__name__)
-
+T = TypeVar("T")
 API_PREFIX = "/api/1"
 AUTH_HEADER = "X-Auth-Token"
 PAGE_SIZE = 100  # the contract's maximum per_page: fewest round trips for 10,000 users
@@ -117,58 +113,33 @@ _USER_CREATE_KEYS = frozenset(USER_FIELDS) | {"external_application_id"}
 _USER_UPDATE_KEYS = _USER_CREATE_KEYS | {"active"}
 _CONTACT_JSON: dict[str, str] = {name: name for name in CONTACT_FIELDS}
 _CONTACT_KEYS = frozenset(CONTACT_FIELDS)
+_ID, _TEXT, _NULL = (str, int), (str,), type(None)
+# The required properties of each schema of clearvox-api.yaml the client reads, with the JSON types allowed.
+CONTRACT_SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
+    "Page": {"page": (int,), "per_page": (int,), "total": (int,)},
+    "Account": {"id": _ID, "name": _TEXT, "licenses": (dict,)},
+    "User": {"id": _ID, "account_id": _ID, "first_name": _TEXT, "last_name": _TEXT, "email": _TEXT,
+             "external_application_id": (str, _NULL), "active": (bool,)},
+    "Status": {"status": _TEXT, "changed_at": _TEXT, "changed_by": _TEXT},
+    "Contact": {"id": _ID, "owner_user_id": (*_ID, _NULL), "visibility": _TEXT, "display_name": _TEXT,
+                "phone_numbers": (list,)},
+}
 
 
-class ClearVox:
-    """Client of the ClearVox Nexxt REST API for one account (company).
+class ClearVox(ClearVoxTransport):
+    """Client of the ClearVox Nexxt REST API for one account (company); thread-safe. What fails is a
+    typed `ClearVoxError` whose message says what to fix and never contains the API key."""
 
-    Thread-safe: one instance serves a ThreadPoolExecutor; its session keeps a
-    connection pool of `pool_size`. 429/503/504 are retried by the session
-    (honouring Retry-After up to `max_retry_after` seconds); what still fails
-    becomes a typed `ClearVoxError` whose message says what to fix and never
-    contains the API key.
-    """
-
-    def __init__(
-        self,
-        base_url: str,
-        api_key: str,
-        account_id: str,
-        *,
-        stats: HttpStats | None = None,
-        verify: str | bool | None = None,
-        timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
-        pool_size: int = 16,
-        max_retry_after: float = 60.0,
-        retries: int = 5,
-        backoff: float = 0.5,
-    ) -> None:
-        if verify is False:
-            raise ValueError("TLS verification cannot be turned off; pass a CA bundle path to trust a private CA")
-        self.base_url = _api_root(base_url)
-        if not api_key:
-            raise ConfigError("NEXXT365_CLEARVOX_API_KEY is empty. Create an API key in ClearVox Nexxt and set it.")
+    def __init__(self, base_url: str, api_key: str, account_id: str, **options: Any) -> None:
+        """`options`: stats, verify (a CA bundle path), timeout, pool_size, max_retry_after, retries, backoff."""
+        root = _api_root(base_url)
+        super().__init__(root, api_key, AUTH_HEADER, **options)
         if not str(account_id or "").strip():
             raise ConfigError("NEXXT365_CLEARVOX_ACCOUNT is empty. Set the Company ID from /accounts/edit/<company-ID>.")
         self.account_id = str(account_id).strip()
-        self.stats = stats or HttpStats()
-        self._api_key = api_key
-        self._verify = verify  # None: requests honours REQUESTS_CA_BUNDLE
-        self._session = make_session(self.stats, retries=retries, backoff=backoff, max_retry_after=max_retry_after,
-                                     pool_size=pool_size, timeout=timeout, creating_methods=frozenset({"POST"}))
-        self._session.headers.update({AUTH_HEADER: api_key, "Accept": "application/json"})
 
     def __repr__(self) -> str:
         return f"ClearVox({self.base_url!r}, account_id={self.account_id!r})"
-
-    def close(self) -> None:
-        self._session.close()
-
-    def __enter__(self) -> ClearVox:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- account -------------------------------------------------------------
     def get_account(self) -> Account:
@@ -271,17 +242,36 @@ class ClearVox:
         """Delete a contact; ClearVoxNotFound when it is already gone."""
         self._call("DELETE", _contact_path(contact_id), what=f"contact {contact_id}")
 
+    # -- contract probe ------------------------------------------------------
+    def contract_samples(self) -> Iterator[tuple[str, str, Any]]:
+        """Read-only: (schema in CONTRACT_SCHEMAS, "GET path", envelope or ClearVoxError) for each answer relied on."""
+        def get(path: str, **params: str) -> Any:
+            try:
+                return self._call("GET", path, params={**params, "page": "1", "per_page": "1"}, what="account")
+            except ClearVoxError as exc:
+                return exc
+        account, users = self._account_path(), self._account_path() + "/users"
+        yield "Account", f"GET {account}", get(account)
+        page = get(users)
+        yield "User[]", f"GET {users}", page
+        first = (page.get("data") or [None])[0] if isinstance(page, dict) and isinstance(page.get("data"), list) else None
+        if isinstance(first, dict) and isinstance(first.get("id"), str | int):
+            person = _user_path(str(first["id"]))
+            yield "Status", f"GET {person}/status", get(person + "/status")
+            yield "Contact[]", f"GET {person}/contacts", get(person + "/contacts")
+            for key in ("email", "external_application_id"):
+                if isinstance(first.get(key), str):
+                    yield "User[]", f"GET {users}?{key}=", get(users, **{key: first[key]})
+        yield "Contact[]", f"GET {account}/contacts", get(account + "/contacts")
+
     # -- HTTP ----------------------------------------------------------------
     def _account_path(self) -> str:
         return "/accounts/" + _seg(self.account_id)
 
     def _pages(self, path: str, params: Mapping[str, str], *, what: str,
                concurrency: int = 1) -> Iterator[dict[str, Any]]:
-        """Items page by page, `concurrency` pages in flight, until a short or empty page.
-
-        `meta.total` sizes nothing: a hostile or broken total cannot queue requests. More than
-        MAX_PAGES pages is an answer no account can need, and an error.
-        """
+        """Items page by page, `concurrency` pages in flight, until a short or empty page. `meta.total`
+        sizes nothing (a hostile total cannot queue requests); past MAX_PAGES pages is an error."""
         width = max(1, min(concurrency, 16))
 
         def page(number: int) -> tuple[list[dict[str, Any]], int, int]:
@@ -313,17 +303,7 @@ class ClearVox:
     def _call(self, method: str, path: str, *, what: str, params: Mapping[str, str] | None = None,
               body: Any = None) -> dict[str, Any]:
         """One request; the parsed envelope on 2xx ({} when empty), else a typed error."""
-        kwargs: dict[str, Any] = {"params": dict(params) if params else None, "allow_redirects": False}
-        if body is not None:
-            kwargs["json"] = _sendable(body)
-        if self._verify is not None:
-            kwargs["verify"] = self._verify
-        started = time.monotonic()
-        try:
-            resp = self._session.request(method, self.base_url + path, **kwargs)
-        except requests.exceptions.RequestException as exc:
-            raise self._unreachable(exc, method, path) from exc
-        log.debug("clearvox %s %s -> %s in %.3fs", method, path, resp.status_code, time.monotonic() - started)
+        resp = self._send(method, path, params, body)
         if 200 <= resp.status_code < 300:
             if resp.status_code == 204 or not resp.content:
                 return {}
@@ -336,19 +316,6 @@ class ClearVox:
                                     resp.status_code, "bad_response")
             return envelope
         raise self._error(resp, method, path, what)
-
-    def _unreachable(self, exc: requests.exceptions.RequestException, method: str, path: str) -> ClearVoxUnavailable:
-        if isinstance(exc, requests.exceptions.SSLError):
-            return ClearVoxUnavailable(
-                f"cannot set up a trusted TLS connection to {self.base_url}: check NEXXT365_CLEARVOX_URL, and "
-                "REQUESTS_CA_BUNDLE when the PBX uses a private certificate authority", 0, "tls")
-        if _timed_out(exc):
-            return ClearVoxUnavailable(
-                f"ClearVox at {self.base_url} did not answer {method} {path} in time: check NEXXT365_CLEARVOX_URL "
-                "and that the PBX is up (the next run tries again)", 0, "timeout")
-        return ClearVoxUnavailable(
-            f"cannot reach ClearVox at {self.base_url} ({type(exc).__name__}): check NEXXT365_CLEARVOX_URL "
-            "and that the PBX is reachable from this app", 0, "unreachable")
 
     def _error(self, resp: requests.Response, method: str, path: str, what: str) -> ClearVoxError:
         status = resp.status_code
@@ -390,37 +357,6 @@ class ClearVox:
                 "the next run tries again", status, code or ("rate_limited" if status == 429 else "internal"))
         return ClearVoxRejected(f"{where}: unexpected {status} {code} {detail}".rstrip(), status, code)
 
-    def _scrub(self, value: Any) -> Any:
-        """A server may echo the request: no field of its error (code, message, field names and values)
-        may carry the key into a message, a log line or a report."""
-        if isinstance(value, dict):
-            return {self._scrub(k): self._scrub(v) for k, v in value.items()}
-        return str(value).replace(self._api_key, "***")
-
-
-def _timed_out(exc: requests.exceptions.RequestException) -> bool:
-    """requests reports a read timeout that exhausted the retries as a ConnectionError around urllib3's."""
-    if isinstance(exc, requests.exceptions.Timeout):
-        return True
-    reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    # urllib3 2 still derives "connection refused" (NewConnectionError) from its TimeoutError
-    return isinstance(reason, urllib3.exceptions.TimeoutError) and not isinstance(
-        reason, urllib3.exceptions.NewConnectionError)
-
-
-_CONTROL = dict.fromkeys([*range(32), *range(127, 160)])
-
-
-def _sendable(value: Any) -> Any:
-    """What is sent, without control characters (C0, DEL, C1): no NUL, BEL, ESC sequence or line break
-    from an Entra or Outlook name reaches the PBX."""
-    if isinstance(value, str):
-        return value.translate(_CONTROL)
-    if isinstance(value, dict):
-        return {k: _sendable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_sendable(v) for v in value]
-    return value
 
 
 def _api_root(base_url: str) -> str:
@@ -501,22 +437,23 @@ def _items(envelope: Mapping[str, Any], where: str) -> tuple[list[dict[str, Any]
     return data, size, total if isinstance(total, int) else 0
 
 
-def _parsed(build: Callable[[Mapping[str, Any]], Any], data: Mapping[str, Any], what: str) -> Any:
+def _parsed(what: str, with_id: bool = True) -> Callable[[Callable[[Mapping[str, Any]], T]], Callable[[Mapping[str, Any]], T]]:
     """A domain object from an answer; a missing id or a wrong type is ClearVoxRejected, never a traceback."""
-    try:
-        if build is not _build_status and (not isinstance(data.get("id"), str | int) or data.get("id") in ("", None)):
-            raise ValueError("id")
-        return build(data)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ClearVoxRejected(f"ClearVox answered a {what} the contract does not allow (field {exc!s:.40})",
-                               200, "bad_response") from None
+    def wrap(build: Callable[[Mapping[str, Any]], T]) -> Callable[[Mapping[str, Any]], T]:
+        def parse(data: Mapping[str, Any]) -> T:
+            try:
+                if with_id and (not isinstance(data.get("id"), str | int) or data.get("id") in ("", None)):
+                    raise ValueError("id")
+                return build(data)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise ClearVoxRejected(f"ClearVox answered a {what} the contract does not allow (field {exc!s:.40})",
+                                       200, "bad_response") from None
+        return parse
+    return wrap
 
 
+@_parsed("user")
 def _user(data: Mapping[str, Any]) -> CvUser:
-    return _parsed(_build_user, data, "user")  # type: ignore[no-any-return]
-
-
-def _build_user(data: Mapping[str, Any]) -> CvUser:
     return CvUser(
         id=str(data["id"]),
         first_name=data.get("first_name") or "",
@@ -533,11 +470,8 @@ def _build_user(data: Mapping[str, Any]) -> CvUser:
     )
 
 
+@_parsed("contact")
 def _contact(data: Mapping[str, Any]) -> CvContact:
-    return _parsed(_build_contact, data, "contact")  # type: ignore[no-any-return]
-
-
-def _build_contact(data: Mapping[str, Any]) -> CvContact:
     return CvContact(
         id=str(data["id"]),
         owner_user_id=None if data.get("owner_user_id") is None else str(data["owner_user_id"]),
@@ -553,11 +487,8 @@ def _build_contact(data: Mapping[str, Any]) -> CvContact:
     )
 
 
+@_parsed("status", with_id=False)
 def _status(data: Mapping[str, Any]) -> CvStatus:
-    return _parsed(_build_status, data, "status")  # type: ignore[no-any-return]
-
-
-def _build_status(data: Mapping[str, Any]) -> CvStatus:
     if not isinstance(data["status"], str):
         raise TypeError("status")
     return CvStatus(status=data["status"], changed_at=_timestamp(data["changed_at"]), changed_by=str(data["changed_by"]))

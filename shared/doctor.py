@@ -140,3 +140,16 @@ def render(tenant: Tenant, checks: list[Check]) -> str:
     lines.append("  all checks passed" if not failed else f"  {failed} check(s) failed: fix them and run doctor again")
     return "\n".join(lines)
 
+
+
+def contract_checks(cv: ClearVox) -> list[Check]:
+    """`doctor --contract`: each mismatch between the PBX and clearvox-api.yaml as a failed check (read-only)."""
+    from shared.clearvox_contract import contract_check
+
+    try:
+        findings = contract_check(cv)
+    except Nexxt365Error as exc:
+        return [Check("ClearVox contract", "FAIL", str(exc))]
+    if not findings:
+        return [Check("ClearVox contract", "OK", "every path and field the connector uses matches clearvox-api.yaml")]
+    return [Check("ClearVox contract", "FAIL", str(finding)) for finding in findings]
