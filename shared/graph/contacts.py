@@ -84,8 +84,15 @@ def discover_folders(graph: Graph, object_ids: Sequence[str]) -> dict[str, Folde
         base = f"/users/{_q(oid)}/contactFolders"
         pending += [(oid, f"{base}/contacts?$select=id,displayName", "default"),
                     (oid, f"{base}?$top={FOLDER_PAGE}&$select=id,displayName", "children")]
+    followed: set[str] = set()
     while pending:
         pending = _folder_level(graph, pending, names, defaults, errors)
+        for oid, url, _ in pending:  # a folder page that links back to one already read would loop
+            if url in followed and oid not in errors:
+                errors[oid] = GraphUnavailable(f"Microsoft Graph paging for {url.split('?')[0]} repeated a link; "
+                                               "stopped instead of looping (the next run tries again).")
+            followed.add(url)
+        pending = [p for p in pending if p[0] not in errors]
     out: dict[str, Folders | GraphError] = {}
     for oid in object_ids:
         if oid in errors:

@@ -191,3 +191,32 @@ def test_a_garbled_batch_item_is_that_items_error(world: World, item: dict[str, 
                         match=lambda r: r.path.endswith("$batch"))
     result = graph(world).delta_many({uid: f"/users/{uid}/contactFolders/contacts/contacts/delta"})
     assert isinstance(result[uid], GraphItemError)
+
+
+def test_contact_folder_paging_that_repeats_a_link_is_that_users_error(world: World) -> None:
+    from shared.graph.contacts import Folders, discover_folders
+
+    uid = world.graph.add_user(displayName="A", mail="a@contoso.nl")
+    other = world.graph.add_user(displayName="B", mail="b@contoso.nl")
+    root = world.graph.url
+
+    def loop(req: Request, resp: Response) -> Response:
+        urls = {r["id"]: r["url"] for r in req.json()["requests"]}
+        for item in resp.body["responses"]:
+            if urls[item["id"]].startswith(f"/users/{uid}/contactFolders?"):  # the first user's folder listing
+                item["body"]["@odata.nextLink"] = f"{root}/v1.0/users/{uid}/contactFolders?$skiptoken=again"
+        return resp
+
+    world.graph.rewrite(loop, count=100, match=lambda r: r.path.endswith("$batch"))
+    found = discover_folders(graph(world), [uid, other])
+    assert isinstance(found[uid], GraphUnavailable) and "repeated" in str(found[uid])
+    assert isinstance(found[other], Folders)
+    assert len(world.graph.requests_to()) < 10
+
+
+def test_graph_posts_are_reads_and_stay_retried(world: World) -> None:
+    uid = world.graph.add_user(displayName="A", mail="a@contoso.nl")
+    world.graph.inject(503, count=1, match=lambda r: r.path.endswith("$batch"))
+    result = graph(world).delta_many({uid: f"/users/{uid}/contactFolders/contacts/contacts/delta"})
+    assert not isinstance(result[uid], GraphError)
+    assert [r.status for r in world.graph.requests_to(lambda r: r.path.endswith("$batch"))] == [503, 200]
