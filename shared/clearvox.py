@@ -132,8 +132,7 @@ class ClearVox(ClearVoxTransport):
 
     def __init__(self, base_url: str, api_key: str, account_id: str, **options: Any) -> None:
         """`options`: stats, verify (a CA bundle path), timeout, pool_size, max_retry_after, retries, backoff."""
-        root = _api_root(base_url)
-        super().__init__(root, api_key, AUTH_HEADER, **options)
+        super().__init__(_api_root(base_url), api_key, AUTH_HEADER, **options)
         if not str(account_id or "").strip():
             raise ConfigError("NEXXT365_CLEARVOX_ACCOUNT is empty. Set the Company ID from /accounts/edit/<company-ID>.")
         self.account_id = str(account_id).strip()
@@ -182,14 +181,10 @@ class ClearVox(ClearVoxTransport):
         return _user(self._data("GET", _user_path(user_id), what=f"user {user_id}"))
 
     def create_user(self, fields: Mapping[str, Any]) -> CvUser:
-        """Create a user; None values are left out so ClearVox applies its defaults.
-
-        Raises LicenseRequired without the Office 365 licence and EmailTaken when
-        a user with this email (in any case) exists.
-        """
+        """Create a user; None values are left out so ClearVox applies its defaults. LicenseRequired
+        without the Office 365 licence, EmailTaken when a user with this email (in any case) exists."""
         body = {_USER_JSON[k]: v for k, v in _checked(fields, _USER_CREATE_KEYS, "create_user").items() if v is not None}
-        data = self._data("POST", self._account_path() + "/users", body=body, what="account")
-        return _user(data)
+        return _user(self._data("POST", self._account_path() + "/users", body=body, what="account"))
 
     def update_user(self, user_id: str, changes: Mapping[str, Any]) -> CvUser:
         """Send exactly the given keys (None clears a nullable field); other fields stay as they are."""
@@ -230,8 +225,7 @@ class ClearVox(ClearVoxTransport):
     def create_contact(self, user_id: str, fields: Mapping[str, Any]) -> CvContact:
         """Create a private contact owned by the user; None values are left out."""
         body = {k: v for k, v in _contact_body(fields, "create_contact").items() if v is not None}
-        data = self._data("POST", _user_path(user_id) + "/contacts", body=body, what=f"user {user_id}")
-        return _contact(data)
+        return _contact(self._data("POST", _user_path(user_id) + "/contacts", body=body, what=f"user {user_id}"))
 
     def update_contact(self, contact_id: str, changes: Mapping[str, Any]) -> CvContact:
         """Send exactly the given keys. Visibility is the user's choice in ClearVox and is never sent."""
@@ -252,13 +246,15 @@ class ClearVox(ClearVoxTransport):
                 return exc
         account, users = self._account_path(), self._account_path() + "/users"
         yield "Account", f"GET {account}", get(account)
-        page = get(users)
-        yield "User[]", f"GET {users}", page
-        first = (page.get("data") or [None])[0] if isinstance(page, dict) and isinstance(page.get("data"), list) else None
-        if isinstance(first, dict) and isinstance(first.get("id"), str | int):
+        yield "User[]", f"GET {users}", (page := get(users))
+        first = _first(page)
+        if isinstance(first.get("id"), str | int):
             person = _user_path(str(first["id"]))
             yield "Status", f"GET {person}/status", get(person + "/status")
-            yield "Contact[]", f"GET {person}/contacts", get(person + "/contacts")
+            yield "Contact[]", f"GET {person}/contacts", (contacts := get(person + "/contacts"))
+            if isinstance(_first(contacts).get("external_id"), str):
+                yield "Contact[]", f"GET {person}/contacts?external_id=", get(person + "/contacts",
+                                                                              external_id=_first(contacts)["external_id"])
             for key in ("email", "external_application_id"):
                 if isinstance(first.get(key), str):
                     yield "User[]", f"GET {users}?{key}=", get(users, **{key: first[key]})
@@ -368,6 +364,11 @@ def _api_root(base_url: str) -> str:
     if parts.scheme != "https" or not parts.netloc or parts.query or parts.fragment:
         raise ConfigError(f"NEXXT365_CLEARVOX_URL {base_url!r} is not an https URL. Example: https://pbx.example.nl")
     return raw if raw.endswith(API_PREFIX) else raw + API_PREFIX
+
+
+def _first(envelope: Any) -> dict[str, Any]:
+    data = envelope.get("data") if isinstance(envelope, dict) else None
+    return data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else {}
 
 
 def _seg(value: str) -> str:

@@ -35,7 +35,7 @@ def test_a_pbx_that_follows_the_contract_has_no_findings_and_is_only_read(cv: Cl
     assert {r.method for r in sim.requests_to()} == {"GET"}
     paths = {r.path for r in sim.requests_to()}
     assert any(p.endswith("/status") for p in paths) and any(p.endswith("/contacts") for p in paths)
-    assert {q for r in sim.requests_to() for q in r.query} >= {"email", "external_application_id"}
+    assert {q for r in sim.requests_to() for q in r.query} >= {"email", "external_application_id", "external_id"}
     assert [c.status for c in contract_checks(cv)] == ["OK"]
 
 
