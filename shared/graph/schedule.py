@@ -98,7 +98,10 @@ def _chunk(graph: Graph, chunk: list[str], window: Mapping[str, Any], answered: 
             out[anchor.lower()] = exc if isinstance(exc, MailboxUnavailable) else MailboxUnavailable(str(exc), exc.status, exc.code)
             remaining = remaining[1:]
             continue
-        out.update(_informations(answer))
+        try:
+            out.update(_informations(answer))
+        except GraphUnavailable as exc:  # a malformed answer is its ids' answer, not the run's
+            out.update(dict.fromkeys((r.lower() for r in remaining), exc))
         return out
     return out
 

@@ -220,3 +220,18 @@ def test_graph_posts_are_reads_and_stay_retried(world: World) -> None:
     result = graph(world).delta_many({uid: f"/users/{uid}/contactFolders/contacts/contacts/delta"})
     assert not isinstance(result[uid], GraphError)
     assert [r.status for r in world.graph.requests_to(lambda r: r.path.endswith("$batch"))] == [503, 200]
+
+
+@pytest.mark.parametrize("body", [b"<html/>", b"null", {"value": "x"}, {"value": [7, {"scheduleId": "a@contoso.nl", "error": "?"}]}])
+def test_a_malformed_get_schedule_answer_is_each_mailboxs_error(world: World, body: Any) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from shared.graph.schedule import get_schedule
+
+    for e in ("a@contoso.nl", "b@contoso.nl"):
+        world.graph.add_user(displayName=e, mail=e, userPrincipalName=e)
+    world.graph.rewrite(lambda req, resp: Response(200, body), count=10, match=lambda r: r.path.endswith("getSchedule"))
+    now = datetime(2026, 11, 30, 9, 30, tzinfo=UTC)
+    result = get_schedule(graph(world), ["a@contoso.nl", "b@contoso.nl"], now, now + timedelta(minutes=15))
+    assert isinstance(result["a@contoso.nl"], GraphError)
+    assert all(isinstance(v, GraphError) for v in result.values())
