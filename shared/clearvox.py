@@ -10,12 +10,12 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 from urllib.parse import quote, urlsplit
 
 import requests
 
-from shared.clearvox_http import ClearVoxTransport
+from shared.clearvox_http import ClearVoxTransport, TransportOptions
 from shared.errors import (
     AccountNotFound,
     ClearVoxError,
@@ -130,8 +130,7 @@ class ClearVox(ClearVoxTransport):
     """Client of the ClearVox Nexxt REST API for one account (company); thread-safe. What fails is a
     typed `ClearVoxError` whose message says what to fix and never contains the API key."""
 
-    def __init__(self, base_url: str, api_key: str, account_id: str, **options: Any) -> None:
-        """`options`: stats, verify (a CA bundle path), timeout, pool_size, max_retry_after, retries, backoff."""
+    def __init__(self, base_url: str, api_key: str, account_id: str, **options: Unpack[TransportOptions]) -> None:
         super().__init__(_api_root(base_url), api_key, AUTH_HEADER, **options)
         if not str(account_id or "").strip():
             raise ConfigError("NEXXT365_CLEARVOX_ACCOUNT is empty. Set the Company ID from /accounts/edit/<company-ID>.")

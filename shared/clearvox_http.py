@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any, Self
+from typing import Any, Self, TypedDict
 
 import requests
 import urllib3
@@ -22,6 +22,16 @@ from shared.http import DEFAULT_TIMEOUT, HttpStats, make_session
 log = logging.getLogger("shared.clearvox")
 
 _CONTROL = dict.fromkeys([*range(32), *range(127, 160)])
+
+
+class TransportOptions(TypedDict, total=False):
+    stats: HttpStats | None
+    verify: str | bool | None  # a CA bundle path; None: REQUESTS_CA_BUNDLE
+    timeout: float | tuple[float, float]
+    pool_size: int
+    max_retry_after: float
+    retries: int
+    backoff: float
 
 
 class ClearVoxTransport:
