@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from shared.clearvox import ClearVox
+from shared.clearvox_contract import contract_check
+from shared.clients import clients
 from shared.errors import AccountNotFound, ClearVoxError, Nexxt365Error
-from shared.graph.auth import CONSENT_STEP, PERMISSIONS
+from shared.graph.auth import CONSENT_STEP
 from shared.graph.client import Graph
 from shared.graph.users import all_users
 from shared.settings import Tenant
 from shared.state import Store
+from shared.sync.base import syncs
+from shared.sync.users.rules import is_valid_email, text_of
 
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 EXPIRY_WARNING = timedelta(days=30)
 
 
@@ -42,40 +44,54 @@ def _attempt(name: str, fn: Callable[[], str]) -> Check:
         return Check(name, "FAIL", f"unexpected {type(exc).__name__}")
 
 
-def run_doctor(tenant: Tenant, store: Store | None, *, verify: str | bool | None = None, today: date | None = None) -> list[Check]:
-    """All checks for one tenant; later checks are skipped when what they need failed."""
+def run_doctor(tenant: Tenant, store: Store | None, *, verify: str | bool | None = None, today: date | None = None,
+               contract: bool = False) -> list[Check]:
+    """All checks for one tenant; later checks are skipped when what they need failed.
+
+    Settings (status map, schedules, region, bounds) were checked when `tenant` was read, as in every run.
+    With `contract`, every ClearVox path and field the client relies on is checked as well (read-only).
+    """
     checks: list[Check] = []
-    graph = Graph(tenant, verify=verify, reuse_tokens=False)  # prove the credentials work now
-    token = _attempt("Microsoft Entra token", lambda: (graph.token(), f"token issued for app {tenant.client_id} in {tenant.tenant}")[1])
-    checks.append(token)
-    roles: set[str] = set()
-    if token.passed:
-        roles = graph.roles()
-        for perm in PERMISSIONS:
-            if perm in roles:
-                checks.append(Check(f"permission {perm}", "OK", "granted with admin consent"))
+    with clients(tenant, verify, reuse_tokens=False) as (graph, cv):  # prove the credentials work now
+        token = _attempt("Microsoft Entra token",
+                         lambda: (graph.token(), f"token issued for app {tenant.client_id} in {tenant.tenant}")[1])
+        checks.append(token)
+        if token.passed:
+            roles = graph.roles()
+            checks.extend(_permission_checks(tenant, roles))
+            if "User.Read.All" in roles:
+                checks.append(_attempt("Microsoft Graph users", lambda: _users_summary(graph)))
             else:
-                checks.append(Check(f"permission {perm}", "FAIL", f"{perm} is not granted. Fix: "
-                                    f"{CONSENT_STEP.format(app=tenant.client_id, perm=perm)}."))
-        if tenant.options.users_group:
-            group_roles = {"GroupMember.Read.All", "Group.Read.All", "Directory.Read.All"}
-            if roles & group_roles:
-                checks.append(Check("permission GroupMember.Read.All", "OK", "granted (needed for NEXXT365_USERS_GROUP)"))
-            else:
-                checks.append(Check("permission GroupMember.Read.All", "FAIL", "NEXXT365_USERS_GROUP is set, which needs "
-                                    "GroupMember.Read.All to read the group's members. Fix: "
-                                    f"{CONSENT_STEP.format(app=tenant.client_id, perm='GroupMember.Read.All')}."))
-        if "User.Read.All" in roles:
-            checks.append(_attempt("Microsoft Graph users", lambda: _users_summary(graph)))
+                checks.append(Check("Microsoft Graph users", "SKIP", "needs User.Read.All"))
         else:
-            checks.append(Check("Microsoft Graph users", "SKIP", "needs User.Read.All"))
-    else:
-        checks.append(Check("permissions", "SKIP", "needs a token"))
-    checks.append(_secret_expiry(tenant, today or datetime.now(UTC).date()))
-    cv = ClearVox(tenant.clearvox_url, tenant.clearvox_api_key(), tenant.clearvox_account, verify=verify)
-    checks.extend(_clearvox_checks(cv, tenant))
+            checks.append(Check("permissions", "SKIP", "needs a token"))
+        checks.append(_secret_expiry(tenant, today or datetime.now(UTC).date()))
+        checks.extend(_clearvox_checks(cv, tenant))
+        if contract:
+            checks.extend(contract_checks(cv))
     if store is not None:
         checks.append(_attempt("state storage", lambda: (store.table("runs"), "tables reachable")[1]))
+    return checks
+
+
+# Broader application permissions that include a narrower one.
+_INCLUDED_IN = {"GroupMember.Read.All": {"Group.Read.All", "Directory.Read.All"}}
+
+
+def _permission_checks(tenant: Tenant, roles: set[str]) -> list[Check]:
+    """One check per Graph permission the registered syncs need with this tenant's options."""
+    needed: dict[str, list[str]] = {}
+    for spec in syncs():
+        for perm, why in spec.needs(tenant.options).items():
+            needed.setdefault(perm, []).append(why)
+    checks = []
+    for perm, whys in needed.items():
+        why = "; ".join(whys)
+        if perm in roles or roles & _INCLUDED_IN.get(perm, set()):
+            checks.append(Check(f"permission {perm}", "OK", f"granted with admin consent ({why})"))
+        else:
+            checks.append(Check(f"permission {perm}", "FAIL", f"{perm} is not granted. Fix: "
+                                f"{CONSENT_STEP.format(app=tenant.client_id, perm=perm)} ({why})."))
     return checks
 
 
@@ -83,7 +99,7 @@ def _users_summary(graph: Graph) -> str:
     total = with_mail = 0
     for user in all_users(graph):
         total += 1
-        if _EMAIL.match(str(user.get("mail") or "")):
+        if is_valid_email(text_of(user.get("mail"))):
             with_mail += 1
     without = total - with_mail
     note = (f"; {without} without an email in their contact info will be skipped "
@@ -141,11 +157,8 @@ def render(tenant: Tenant, checks: list[Check]) -> str:
     return "\n".join(lines)
 
 
-
 def contract_checks(cv: ClearVox) -> list[Check]:
     """`doctor --contract`: each mismatch between the PBX and clearvox-api.yaml as a failed check (read-only)."""
-    from shared.clearvox_contract import contract_check
-
     try:
         findings = contract_check(cv)
     except Nexxt365Error as exc:

@@ -164,13 +164,13 @@ class ClearVoxMisdirected(ClearVoxError, AdminFix):
 class ClearVoxUnavailable(ClearVoxError, Transient):
     """Unreachable, 5xx or throttled after the retries allowed for the request: try again later.
 
-    `outage` is True when the PBX could not be reached at all (refused, TLS, timeout): every
+    `outage` is True when the PBX could not be reached at all (refused, TLS): every
     further request would fail the same way, so the applier stops at once.
     """
 
     @property
     def outage(self) -> bool:
-        return self.status == 0
+        return self.code in ("unreachable", "tls")
 
 
 class ClearVoxNotFound(ClearVoxError, ItemError):

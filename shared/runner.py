@@ -1,151 +1,131 @@
-"""One sync for one tenant: lease -> clients -> sync -> report.
+"""One sync for one tenant: back-off -> lease -> clients -> sync -> report.
 
 Every customer is isolated: whatever happens in one tenant's run is caught,
 reported with the tenant and a reason, and never stops the others. A tenant
-whose credentials or ClearVox key keep failing is backed off exponentially
-(to at most once an hour, reset by the first success) instead of being
-hammered every minute.
+whose credentials or ClearVox key keep failing (an `AdminFix`) is backed off
+exponentially (to at most once an hour, reset by the first success) instead
+of being hammered every minute. A run holds the (tenant, sync) lease while it
+lives and renews it; a run that finds the lease held is not run (exit 3).
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.clearvox import ClearVox
-from shared.errors import (
-    EXIT_CONFIG,
-    EXIT_ITEM_FAILURES,
-    AccountNotFound,
-    ClearVoxError,
-    ClearVoxForbidden,
-    ClearVoxUnauthorized,
-    ConfigError,
-    ConsentError,
-    GraphAuthError,
-    GraphError,
-    LicenseRequired,
-    Nexxt365Error,
-)
-from shared.graph.client import Graph
+from shared.clients import clients
+from shared.errors import EXIT_CONFIG, EXIT_ITEM_FAILURES, AdminFix, Nexxt365Error, Transient
 from shared.report import RunReport
-from shared.settings import Options, Settings, Tenant
-from shared.state import State, Store
+from shared.settings import Settings, Tenant
+from shared.state import LeaseKeeper, State, Store
+from shared.sync.base import SyncContext, SyncSpec, spec_for
 
 log = logging.getLogger("nexxt365")
 
-SYNCS: dict[str, str] = {
-    "users": "shared.sync.users.run:run_users",
-    "contacts": "shared.sync.contacts.run:run_contacts",
-    "calendar": "shared.sync.calendar.run:run_calendar",
-}
-LEASES = {"users": timedelta(minutes=30), "contacts": timedelta(minutes=60), "calendar": timedelta(minutes=5)}
 MAX_BACKOFF = timedelta(hours=1)
 TENANT_CONCURRENCY = 4
-# Failures that repeat until an administrator fixes something: back off.
-_ADMIN_FIXES = (AccountNotFound, GraphAuthError, ConsentError, ClearVoxUnauthorized, ClearVoxForbidden, LicenseRequired, ConfigError)
-
-
-@dataclass
-class SyncContext:
-    """What a sync's entry point gets: clients, state, report and the run's flags."""
-
-    tenant: Tenant
-    graph: Graph
-    clearvox: ClearVox
-    state: State
-    report: RunReport
-    dry_run: bool = False
-    at: datetime | None = None
-    args: dict[str, Any] = field(default_factory=dict)
-    log: logging.Logger = log
-
-    @property
-    def options(self) -> Options:
-        return self.tenant.options
-
-    @property
-    def now(self) -> datetime:
-        return self.at or datetime.now(UTC)
-
-
-def sync_function(sync: str) -> Callable[[SyncContext], None]:
-    module, _, name = SYNCS[sync].partition(":")
-    fn: Callable[[SyncContext], None] = getattr(importlib.import_module(module), name)
-    return fn
-
-
-def clients(tenant: Tenant, verify: str | bool | None = None, sync: str = "") -> tuple[Graph, ClearVox]:
-    # The calendar runs every minute: waiting longer than that for a throttled Graph only delays the next run.
-    graph = Graph(tenant, verify=verify, max_retry_after=10.0 if sync == "calendar" else 60.0)
-    cv = ClearVox(tenant.clearvox_url, tenant.clearvox_api_key(), tenant.clearvox_account,
-                  verify=verify, pool_size=max(tenant.options.clearvox_concurrency * 2, 8))
-    return graph, cv
 
 
 def run(sync: str, tenant: Tenant, store: Store, *, dry_run: bool = False, at: datetime | None = None,
         args: dict[str, Any] | None = None, verify: str | bool | None = None, respect_backoff: bool = True) -> RunReport:
     """Run one sync for one tenant and return its report; never raises for the tenant's own problems."""
+    spec = spec_for(sync)
     report = RunReport(sync, tenant.key, dry_run)
     state = store.for_tenant(tenant.key)
-    now = datetime.now(UTC)
-    if respect_backoff and not dry_run:
-        health = state.get("health", sync) or {}
-        next_try = health.get("next_try")
-        if isinstance(next_try, datetime) and next_try > now:
-            report.fail_run(f"backed off after {health.get('failures')} failed runs until {next_try:%Y-%m-%d %H:%M} UTC; "
-                            f"last error: {health.get('last_error')}", EXIT_CONFIG)
-            report.extra["backed_off"] = True
-            log.warning(report.summary())
-            return report
-    lease = None if dry_run else state.acquire_lease(sync, LEASES.get(sync, timedelta(minutes=30)))
-    if lease is None and not dry_run:
-        report.extra["not_run"] = "another run of this sync for this tenant is in progress"
-        log.info("nexxt365 run sync=%s tenant=%s not started: another run holds the lease", sync, tenant.key)
+    if respect_backoff and not dry_run and _backed_off(state, sync, report):
         return report
-    graph: Graph | None = None
-    cv: ClearVox | None = None
     try:
-        graph, cv = clients(tenant, verify, sync)
-        ctx = SyncContext(tenant, graph, cv, state, report, dry_run, at, dict(args or {}))
-        sync_function(sync)(ctx)
-        if not dry_run:
-            state.delete("health", [sync])
-    except _ADMIN_FIXES as exc:
-        report.fail_run(str(exc), EXIT_CONFIG)
-        if not dry_run:
-            _record_failure(state, sync, str(exc), now)
-    except (GraphError, ClearVoxError) as exc:  # outage or throttling: the next run retries
-        report.fail_run(str(exc), EXIT_ITEM_FAILURES)
-    except Nexxt365Error as exc:
-        report.fail_run(str(exc), exc.exit_code)
-    except Exception as exc:  # one tenant's bug must not stop the others
-        log.exception("nexxt365 sync=%s tenant=%s crashed", sync, tenant.key)
-        report.fail_run(f"unexpected {type(exc).__name__} during the {sync} sync; see the function log", EXIT_ITEM_FAILURES)
-    finally:
-        if graph is not None:
-            report.graph_requests = graph.stats.requests
-            report.retries += graph.stats.retries
-        if cv is not None:
-            report.clearvox_requests = cv.stats.requests
-            report.retries += cv.stats.retries
-        if lease is not None:
-            try:
-                state.release_lease(lease)
-            except Exception:  # the lease expires by itself
-                log.warning("nexxt365 sync=%s tenant=%s could not release its lease", sync, tenant.key)
-        if not dry_run:
-            try:
-                state.save_run(sync, report.to_json())
-            except Exception:
-                log.warning("nexxt365 sync=%s tenant=%s could not store its run report", sync, tenant.key)
+        with _leased(state, spec, report, dry_run) as keeper:
+            if keeper is not None or dry_run:
+                _run_sync(spec, tenant, state, report, verify, keeper, at, dict(args or {}))
+    except Exception as exc:  # the state store failed around the run (lease, health)
+        _fail(report, exc, spec)
+    if not dry_run:
+        _store_report(state, report)
     (log.error if report.error else log.info)(report.summary())
     return report
+
+
+@contextmanager
+def _leased(state: State, spec: SyncSpec, report: RunReport, dry_run: bool) -> Iterator[LeaseKeeper | None]:
+    """The run's lease, renewed while it lives; None (and the report says so) when another run holds it."""
+    if dry_run:
+        yield None
+        return
+    lease = state.acquire_lease(spec.name, spec.lease)
+    if lease is None:
+        _not_run(state, spec, report)
+        yield None
+        return
+    with LeaseKeeper(state, lease, spec.lease) as keeper:
+        yield keeper
+
+
+def _not_run(state: State, spec: SyncSpec, report: RunReport) -> None:
+    holder = state.lease_holder(spec.name)
+    since, until = holder if holder else (None, None)
+    when = (f" since {since:%Y-%m-%d %H:%M:%S} UTC" if since else "") + (
+        f"; its lease runs until {until:%Y-%m-%d %H:%M:%S} UTC unless renewed" if until else "")
+    report.extra["not_run"] = f"another run of the {spec.name} sync for this tenant holds the lease{when}"
+    log.info("nexxt365 run sync=%s tenant=%s not started: %s", spec.name, report.tenant, report.extra["not_run"])
+
+
+def _run_sync(spec: SyncSpec, tenant: Tenant, state: State, report: RunReport, verify: str | bool | None,
+              keeper: LeaseKeeper | None, at: datetime | None, args: dict[str, Any]) -> None:
+    graph = cv = None
+    try:
+        with clients(tenant, verify, graph_max_retry_after=spec.graph_max_retry_after) as (graph, cv):
+            spec.run(SyncContext(tenant, graph, cv, state, report, report.dry_run, at, args, spec=spec, lease=keeper,
+                                 deadline=time.monotonic() + spec.budget.total_seconds()))
+        if not report.dry_run:
+            state.delete("health", [spec.name])
+    except Exception as exc:
+        _fail(report, exc, spec, None if report.dry_run else state)
+    finally:
+        for client, attr in ((graph, "graph_requests"), (cv, "clearvox_requests")):
+            if client is not None:
+                setattr(report, attr, client.stats.requests)
+                report.retries += client.stats.retries
+
+
+def _fail(report: RunReport, exc: Exception, spec: SyncSpec, state: State | None = None) -> None:
+    """Report a run-level failure by what the caller must do; an admin fix also backs the tenant off."""
+    if isinstance(exc, AdminFix):
+        report.fail_run(str(exc), EXIT_CONFIG)
+        if state is not None:
+            _record_failure(state, spec.name, str(exc), datetime.now(UTC))
+    elif isinstance(exc, Transient | Nexxt365Error):  # outage, throttling, a lost lease: the next run retries
+        report.fail_run(str(exc), EXIT_ITEM_FAILURES)
+    else:  # one tenant's bug must not stop the others; the traceback goes to the log, not the operator
+        log.debug("nexxt365 sync=%s tenant=%s crashed", spec.name, report.tenant, exc_info=exc)
+        log.error("nexxt365 sync=%s tenant=%s stopped on an unexpected %s", spec.name, report.tenant,
+                  type(exc).__name__)
+        report.fail_run(f"unexpected {type(exc).__name__} during the {spec.name} sync; see the function log",
+                        EXIT_ITEM_FAILURES)
+
+
+def _backed_off(state: State, sync: str, report: RunReport) -> bool:
+    health = state.get("health", sync) or {}
+    next_try = health.get("next_try")
+    if not (isinstance(next_try, datetime) and next_try > datetime.now(UTC)):
+        return False
+    report.fail_run(f"backed off after {health.get('failures')} failed runs until {next_try:%Y-%m-%d %H:%M} UTC; "
+                    f"last error: {health.get('last_error')}", EXIT_CONFIG)
+    report.extra["backed_off"] = True
+    log.warning(report.summary())
+    return True
+
+
+def _store_report(state: State, report: RunReport) -> None:
+    try:
+        state.save_run(report.sync, report.to_json())
+    except Exception:
+        log.warning("nexxt365 sync=%s tenant=%s could not store its run report", report.sync, report.tenant)
 
 
 def _record_failure(state: State, sync: str, error: str, now: datetime) -> None:
@@ -156,7 +136,7 @@ def _record_failure(state: State, sync: str, error: str, now: datetime) -> None:
 
 
 def run_all(sync: str, settings: Settings | None = None, **kwargs: Any) -> list[RunReport]:
-    """The timer entry point: every tenant, isolated from each other."""
+    """The timer entry point in inline mode: every tenant, isolated from each other."""
     settings = settings or Settings()
     try:
         store = Store(settings.state_connection())

@@ -136,6 +136,9 @@ class Graph(GraphAuth):
         self.max_retry_after = max_retry_after
         self._init_auth(reuse_tokens)
 
+    def close(self) -> None:
+        self.session.close()
+
     # -- requests --------------------------------------------------------
     def _url(self, path_or_url: str, origin: str) -> str:
         if "://" not in path_or_url:

@@ -1,30 +1,34 @@
-"""The runner: one lease per (tenant, sync), tenants isolated, failing tenants backed off, reports stored."""
+"""The runner: one lease per (tenant, sync), renewed while a run lives; tenants isolated; failing tenants
+backed off; reports stored."""
 
 from __future__ import annotations
 
 import json
 import threading
-import time
+from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from shared import runner
-from shared.runner import SyncContext
+from shared.errors import EXIT_NOT_RUN, LeaseLost
 from shared.sandbox.world import World
 from shared.settings import Settings
-from shared.state import Store
+from shared.state import LeaseKeeper, Store
+from shared.sync import base
+from shared.sync.base import SyncContext, SyncSpec
 
-_started = threading.Event()
+started = threading.Event()
+release = threading.Event()
 
 
 def slow_sync(ctx: SyncContext) -> None:
-    """A sync that holds its lease for a moment and touches both services."""
-    _started.set()
+    """A sync that touches both services and holds its lease until the test releases it."""
     ctx.graph.get("/users")
     ctx.clearvox.get_account()
-    time.sleep(1.0)
+    started.set()
+    release.wait(timeout=30)
     ctx.report.count("unchanged")
 
 
@@ -32,25 +36,75 @@ def crashing_sync(ctx: SyncContext) -> None:
     raise RuntimeError("boom")
 
 
+def _spec(name: str, fn: object, lease: timedelta = timedelta(minutes=3)) -> SyncSpec:
+    return SyncSpec(name=name, run=fn, lease=lease, schedule_setting=f"NEXXT365_{name.upper()}_SCHEDULE",  # type: ignore[arg-type]
+                    schedule_default="0 * * * * *", permissions=(), retry_cap=1, budget=timedelta(minutes=1))
+
+
 @pytest.fixture(autouse=True)
-def test_syncs(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(runner.SYNCS, "slow", f"{__name__}:slow_sync")
-    monkeypatch.setitem(runner.SYNCS, "crash", f"{__name__}:crashing_sync")
+def test_syncs(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setitem(base._REGISTRY, "slow", _spec("slow", slow_sync))
+    monkeypatch.setitem(base._REGISTRY, "crash", _spec("crash", crashing_sync))
+    started.clear()
+    release.set()  # runs finish at once unless a test holds them
+    yield
+    release.set()
 
 
-def test_of_two_overlapping_runs_for_the_same_tenant_exactly_one_proceeds(world: World, store: Store) -> None:
-    reports: list[runner.RunReport] = []
-    threads = [threading.Thread(target=lambda: reports.append(runner.run("slow", world.tenant, store, verify=world.verify)))
-               for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    proceeded = [r for r in reports if not r.extra.get("not_run")]
-    assert len(proceeded) == 1 and proceeded[0].unchanged == 1
-    assert [r.extra.get("not_run") for r in reports if r not in proceeded] == ["another run of this sync for this tenant is in progress"]
+def test_of_two_overlapping_runs_for_the_same_tenant_the_second_is_not_run_with_exit_3(world: World,
+                                                                                         store: Store) -> None:
+    release.clear()
+    first: list[runner.RunReport] = []
+    holder = threading.Thread(target=lambda: first.append(runner.run("slow", world.tenant, store, verify=world.verify)))
+    holder.start()
+    assert started.wait(timeout=30)
+    second = runner.run("slow", world.tenant, store, verify=world.verify)
+    release.set()
+    holder.join()
+    assert first[0].unchanged == 1 and first[0].exit_code == 0
+    assert second.exit_code == EXIT_NOT_RUN == 3 and second.unchanged == 0
+    assert "holds the lease since" in second.extra["not_run"] and "until" in second.extra["not_run"]
     # the lease is released at the end: the next run proceeds
     assert runner.run("slow", world.tenant, store, verify=world.verify).unchanged == 1
+
+
+def test_a_run_keeps_its_lease_alive_and_a_dead_runs_lease_expires(store: Store) -> None:
+    state = store.for_tenant("t")
+    lease = state.acquire_lease("slow", timedelta(minutes=3))
+    assert lease is not None
+    keeper = LeaseKeeper(state, lease, timedelta(minutes=3))
+    keeper.renew()  # what the heartbeat does every minute
+    assert keeper.lease.expires > lease.expires and keeper.lost is None
+    keeper.check()
+    assert state.acquire_lease("slow", timedelta(minutes=3)) is None  # a live run is never taken over
+    dead = store.for_tenant("d").acquire_lease("slow", timedelta(seconds=-1))  # a killed run stopped renewing
+    assert dead is not None and store.for_tenant("d").acquire_lease("slow", timedelta(minutes=3)) is not None
+
+
+def test_a_run_whose_lease_was_taken_over_stops_writing(store: Store) -> None:
+    state = store.for_tenant("t")
+    mine = state.acquire_lease("slow", timedelta(seconds=-1))  # this run stalled past its lease
+    assert mine is not None
+    theirs = state.acquire_lease("slow", timedelta(minutes=3))  # another run took it over
+    assert theirs is not None
+    keeper = LeaseKeeper(state, mine, timedelta(minutes=3))
+    keeper.renew()
+    with pytest.raises(LeaseLost, match="stopped writing"):
+        keeper.check()
+    assert state.lease_holder("slow") is not None  # the other run's lease is left alone
+
+
+def test_the_heartbeat_renews_from_its_own_thread(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    state = store.for_tenant("t")
+    lease = state.acquire_lease("slow", timedelta(minutes=3))
+    assert lease is not None
+    renewed = threading.Event()
+    keeper = LeaseKeeper(state, lease, timedelta(milliseconds=30))
+    real_renew = keeper.renew
+    monkeypatch.setattr(keeper, "renew", lambda: (real_renew(), renewed.set()))
+    with keeper:
+        assert renewed.wait(timeout=10)
+    assert state.lease_holder("slow") is None  # released at the end
 
 
 def test_a_run_report_is_stored_and_logged_as_one_line(world: World, store: Store, caplog: pytest.LogCaptureFixture) -> None:
@@ -64,12 +118,14 @@ def test_a_run_report_is_stored_and_logged_as_one_line(world: World, store: Stor
     assert [json.loads(r["report"])["sync"] for r in runs.values()] == ["slow"]
 
 
-def test_a_crash_is_reported_without_stopping_other_tenants(world: World, store: Store) -> None:
-    with World() as other:
+def test_a_crash_is_reported_without_a_traceback_and_without_stopping_other_tenants(
+        world: World, store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    with World() as other, caplog.at_level("INFO", logger="nexxt365"):
         bad = runner.run("crash", world.tenant, store, verify=world.verify)
         good = runner.run("slow", other.tenant, store, verify=other.verify)
     assert bad.exit_code == 1 and "unexpected RuntimeError" in (bad.error or "")
     assert good.exit_code == 0
+    assert not [r for r in caplog.records if r.levelname != "DEBUG" and r.exc_info], "tracebacks stay in the debug log"
 
 
 def test_a_tenant_whose_credentials_keep_failing_is_backed_off_until_it_works(world: World, store: Store) -> None:
@@ -119,3 +175,11 @@ def test_run_all_runs_every_customer_and_one_failing_customer_stops_none(world: 
     by_tenant = {r.tenant: r for r in reports}
     assert by_tenant[world.tenant.key].exit_code == 0
     assert by_tenant[broken.key].exit_code == 2 and "AADSTS7000215" in (by_tenant[broken.key].error or "")
+
+
+def test_every_sync_is_declared_once_in_the_registry() -> None:
+    names = [s.name for s in base.syncs() if s.name in ("users", "contacts", "calendar")]
+    assert sorted(names) == ["calendar", "contacts", "users"]
+    for spec in base.syncs():
+        assert spec.lease <= timedelta(minutes=5), "a dead run's lease is taken over within 5 minutes (README)"
+        assert spec.schedule_setting == f"NEXXT365_{spec.name.upper()}_SCHEDULE" and spec.queue == f"nexxt365-{spec.name}"

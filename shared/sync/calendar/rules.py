@@ -36,7 +36,6 @@ available between back-to-back events.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from collections.abc import Iterable, Mapping
@@ -47,6 +46,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from shared.clearvox import STATUSES, CvStatus
+from shared.digest import digest_text
 from shared.errors import (
     ConfigError,
     GraphError,
@@ -168,7 +168,7 @@ def _bad_map(problem: str) -> NoReturn:
 def event_key(start: datetime, end: datetime, show_as: str) -> str:
     """Opaque, stable id of a calendar period: the same in every getSchedule answer, never the subject."""
     text = f"{as_utc(start).isoformat()}|{as_utc(end).isoformat()}|{show_as.lower()}"
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
+    return digest_text(text, 20)
 
 
 @dataclass(frozen=True)

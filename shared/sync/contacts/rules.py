@@ -36,13 +36,13 @@ How a run stays cheap and safe:
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from shared.clearvox import CONTACT_FIELDS, CvContact, PhoneNumber
+from shared.digest import digest
 from shared.phone import DEFAULT_REGION, UnparseablePhone, to_e164
 
 if TYPE_CHECKING:
@@ -250,11 +250,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value
-
-
-def digest(payload: Any, length: int) -> str:
-    text = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
 
 
 def contact_hash(fields: Mapping[str, Any]) -> str:

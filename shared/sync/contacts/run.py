@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 from shared.clearvox import PAGE_SIZE as CV_PAGE_SIZE
 from shared.clearvox import CvContact
+from shared.digest import digest
 from shared.errors import (
     AccountNotFound,
     ClearVoxError,
@@ -67,7 +68,6 @@ from shared.sync.contacts.rules import (
     contactmap_from_rows,
     cv_fields,
     differing_fields,
-    digest,
     field_hashes,
     hold_key,
     index_synced,
@@ -81,7 +81,7 @@ from shared.sync.contacts.rules import (
 from shared.sync.users.rules import Link, links_from_rows
 
 if TYPE_CHECKING:
-    from shared.runner import SyncContext
+    from shared.sync.base import SyncContext
 
 
 # =========================================================================== the run (I/O)

@@ -66,7 +66,6 @@ round, users group and $select it was taken with).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -74,6 +73,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast, get_args
 
 from shared.clearvox import USER_FIELDS, CvUser
+from shared.digest import digest, digest_text
 from shared.errors import (
     ConfigError,
 )
@@ -370,8 +370,7 @@ def same_value(name: str, a: Any, b: Any) -> bool:
 
 def field_hash(name: str, value: Any) -> str:
     """Stable short hash of one field value (independent of process, platform and Python version)."""
-    data = json.dumps([name, _norm(name, value)], ensure_ascii=True, separators=(",", ":"))
-    return hashlib.sha256(data.encode()).hexdigest()[:16]
+    return digest([name, _norm(name, value)], 16, ascii=True)
 
 
 def field_hashes(fields: Mapping[str, Any]) -> dict[str, str]:
@@ -379,8 +378,7 @@ def field_hashes(fields: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _combine(hashes: Mapping[str, str]) -> str:
-    data = "\n".join(f"{name}={h}" for name, h in sorted(hashes.items()))
-    return hashlib.sha256(data.encode()).hexdigest()[:32]
+    return digest_text("\n".join(f"{name}={h}" for name, h in sorted(hashes.items())), 32)
 
 
 def fields_hash(fields: Mapping[str, Any]) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from shared.clearvox import ClearVox, CvUser
+from shared.clients import clearvox
 from shared.errors import (
     EXIT_CONFIG,
     EXIT_ITEM_FAILURES,
@@ -58,9 +59,9 @@ from shared.sync.users.rules import (
 
 if TYPE_CHECKING:
     from shared.report import RunReport
-    from shared.runner import SyncContext
     from shared.settings import Options, Tenant
     from shared.state import State, Store
+    from shared.sync.base import SyncContext
 
 # --------------------------------------------------------------------------- running the sync (I/O)
 
@@ -752,7 +753,7 @@ def link_from_csv(tenant: Tenant, store: Store, path: str, out: TextIO) -> int:
     links = {object_key(k): v for k, v in links_from_rows(state.rows("links")).items()}
     code = EXIT_OK
     linked = 0
-    with ClearVox(tenant.clearvox_url, tenant.clearvox_api_key(), tenant.clearvox_account) as cv:
+    with clearvox(tenant) as cv:
         for line, row in entries:
             cv_id = (row.get("clearvox_user_id") or "").strip()
             email = (row.get("email") or "").strip()
