@@ -277,7 +277,7 @@ def _tenant_items(t: TenantStatus, problem: str, uses_secret: bool) -> tuple[lis
     notes: list[Item] = []
     rotate = ("create a new client secret in Entra ID > App registrations > your app > Certificates & secrets, store it "
               "(Key Vault or NEXXT365_CLIENT_SECRET) with its new expiry, and delete the old one (docs/deploy.md, "
-              "'Rotating the secret')")
+              "'Rotating the client secret')")
     if problem:
         attention.append(Item(SECRET_EXPIRING, f"the client secret's expiry could not be read: {problem}", rotate))
     elif t.secret_days is not None and t.secret_days <= SECRET_WARNING.days:
