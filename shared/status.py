@@ -336,7 +336,7 @@ def poison_counts(settings: Settings) -> Callable[[SyncSpec], int | None]:
     def count(spec: SyncSpec) -> int | None:
         try:
             return int(dispatch.poison_count(settings, spec.name))
-        except Nexxt365Error:
+        except Exception:  # a queue that cannot be read leaves the column unknown ("-"); the rest of status still shows
             return None
 
     return count

@@ -123,7 +123,7 @@ def run_record(report: RunReport, now: datetime | None = None) -> dict[str, Any]
 
 def emit_run(report: RunReport) -> dict[str, Any]:
     fields = run_record(report)
-    return emit(f"nexxt365 run {report.sync} {fields[RESULT]}", fields)
+    return emit(f"telemetry run {report.sync} {fields[RESULT]}", fields)
 
 
 def emit_warning(tenant: str, code: str, *, sync: str = "", count: int = 0, days_left: int | None = None,
@@ -131,4 +131,4 @@ def emit_warning(tenant: str, code: str, *, sync: str = "", count: int = 0, days
     fields: dict[str, Any] = {KIND: WARNING, TENANT: tenant, SYNC: sync, CODE: code, COUNT: count, AGE_HOURS: age_hours}
     if days_left is not None:
         fields[DAYS_LEFT] = days_left
-    return emit(f"nexxt365 warning {code}", fields)
+    return emit(f"telemetry warning {code}", fields)

@@ -36,7 +36,7 @@ def test_each_run_emits_one_record_with_tenant_and_sync_as_dimensions(world: Wor
     assert users[telemetry.GRAPH_REQUESTS] > 0 and users[telemetry.CLEARVOX_REQUESTS] > 0
     assert users[telemetry.DURATION_MS] >= 0 and users[telemetry.ERROR_CLASS] == ""
     assert set(users) <= telemetry.FIELDS
-    assert records.records[0].getMessage() == "nexxt365 run users ok"
+    assert records.records[0].getMessage() == "telemetry run users ok"
 
 
 def test_a_failed_sign_in_and_a_run_not_started_are_recorded_by_class(world: World, store: Store) -> None:
