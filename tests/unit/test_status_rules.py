@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from shared.status import held_count, interval_of, result_of
 from shared.status import error_class as error_class_of
+from shared.status import held_count, interval_of, result_of
 
 
 @pytest.mark.parametrize(("report", "result", "error_class"), [
