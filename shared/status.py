@@ -344,11 +344,12 @@ def poison_counts(settings: Settings) -> Callable[[SyncSpec], int | None]:
 
 # ---------------------------------------------------------------- the command
 
-def fleet_status(settings: Settings, only: str | None = None, now: datetime | None = None) -> list[TenantStatus]:
-    """The status of every tenant this app serves (or only `only`)."""
+def fleet_status(settings: Settings, only: str | None = None, now: datetime | None = None,
+                 tenants: list[Tenant] | None = None) -> list[TenantStatus]:
+    """The status of every tenant this app serves (`settings.tenants()` unless given), or only of `only`."""
     from shared.state import Store
 
-    tenants = settings.tenants()
+    tenants = settings.tenants() if tenants is None else tenants
     if only:
         tenants = [t for t in tenants if t.key == only]
         if not tenants:

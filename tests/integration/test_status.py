@@ -141,3 +141,49 @@ def test_newest_run_is_read_with_one_small_query_and_stale_syncs_are_flagged(wor
 def test_unknown_tenant_and_bad_settings_exit_2(world: World, azurite: Azurite) -> None:
     assert nexxt365(world, azurite, "status", "--tenant", "nosuchcustomer")[0] == 2
     assert nexxt365(world, azurite, "status", NEXXT365_TENANT="not a tenant")[0] == 2
+
+
+def test_multi_customer_app_lists_every_customer_and_one_on_request(world: World, azurite: Azurite) -> None:
+    from azure.data.tables import TableServiceClient
+
+    from shared import runner
+    from shared.sandbox.keyvault_sim import KeyVaultSim, StaticCredential
+    from shared.sandbox.tls import ca_bundle_path
+    from shared.secrets import KeyVault
+    from shared.status import exit_code, fleet_status
+    from shared.tenants import load_tenants
+
+    table = "nexxt365tenants" + datetime.now(UTC).strftime("%H%M%S%f")
+    service = TableServiceClient.from_connection_string(azurite.connection_string)
+    service.create_table(table)
+    rows = service.get_table_client(table)
+    with World() as broken, KeyVaultSim() as vault:
+        for key, w in (("contoso", world), ("fabrikam", broken)):
+            rows.create_entity({"PartitionKey": "tenant", "RowKey": key, "Tenant": w.graph.tenant_id, "ClientId": w.client_id,
+                                "ClientSecretName": f"{key}-graph", "ClearVoxUrl": w.clearvox.url,
+                                "ClearVoxAccount": w.clearvox.account_id, "ClearVoxApiKeyName": f"{key}-clearvox",
+                                "AuthorityHost": w.graph.url, "GraphUrl": w.graph.url})
+        vault.set_secret("contoso-graph", world.secret, datetime.now(UTC) + timedelta(days=300))
+        vault.set_secret("contoso-clearvox", world.clearvox.api_key)
+        vault.set_secret("fabrikam-graph", "a-wrong-secret", datetime.now(UTC) + timedelta(days=20))
+        vault.set_secret("fabrikam-clearvox", broken.clearvox.api_key)
+        settings = Settings(env={"NEXXT365_STATE": azurite.connection_string, "NEXXT365_TENANTS_TABLE": table,
+                                 "NEXXT365_KEY_VAULT_URL": vault.url}, local={})
+        kv = KeyVault(vault.url, credential=StaticCredential(), connection_verify=ca_bundle_path(),
+                      verify_challenge_resource=False)
+        tenants = load_tenants(settings, kv)
+        store = Store(azurite.connection_string)
+        for tenant in tenants:
+            for sync in ("users", "contacts", "calendar"):
+                runner.run(sync, tenant, store, verify=world.verify)
+
+        fleet = fleet_status(settings, tenants=tenants)
+        only = fleet_status(settings, "contoso", tenants=tenants)
+
+    assert [t.tenant for t in fleet] == ["contoso", "fabrikam"]
+    contoso, fabrikam = fleet
+    assert contoso.attention == [] and contoso.secret_days == 300
+    assert {i.code for i in fabrikam.attention} == {SYNC_BACKED_OFF, SECRET_EXPIRING}
+    assert fabrikam.syncs["users"].result == "error" and fabrikam.secret_days == 20
+    assert exit_code(fleet) == 1
+    assert [t.tenant for t in only] == ["contoso"] and exit_code(only) == 0
