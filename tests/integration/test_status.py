@@ -151,7 +151,6 @@ def test_multi_customer_app_lists_every_customer_and_one_on_request(world: World
     from shared.sandbox.tls import ca_bundle_path
     from shared.secrets import KeyVault
     from shared.status import exit_code, fleet_status
-    from shared.tenants import load_tenants
 
     table = "nexxt365tenants" + datetime.now(UTC).strftime("%H%M%S%f")
     service = TableServiceClient.from_connection_string(azurite.connection_string)
@@ -171,7 +170,7 @@ def test_multi_customer_app_lists_every_customer_and_one_on_request(world: World
                                  "NEXXT365_KEY_VAULT_URL": vault.url}, local={})
         kv = KeyVault(vault.url, credential=StaticCredential(), connection_verify=ca_bundle_path(),
                       verify_challenge_resource=False)
-        tenants = load_tenants(settings, kv)
+        tenants = settings.tenants(kv)
         store = Store(azurite.connection_string)
         for tenant in tenants:
             for sync in ("users", "contacts", "calendar"):
