@@ -151,22 +151,8 @@ def _iso(value: datetime | None) -> str | None:
 # ---------------------------------------------------------------- state reads
 
 def newest_run(state: State, sync: str) -> tuple[datetime | None, dict[str, Any] | None]:
-    """The newest stored run of `sync` for this tenant: one query, the first row of a filtered page of one."""
-    import json
-
-    pk = state._pk("")  # the runs rows of a tenant live in its own partition (State.save_run)
-    rows = state.store.table("runs").query_entities("PartitionKey eq @pk and sync eq @sync",
-                                                    parameters={"pk": pk, "sync": sync}, results_per_page=1,
-                                                    select=["at", "report"])
-    row = next(iter(rows), None)
-    if row is None:
-        return None, None
-    try:
-        report = json.loads(str(row.get("report") or "{}"))
-    except ValueError:
-        report = {}
-    at = row.get("at")
-    return (at if isinstance(at, datetime) else None), (report if isinstance(report, dict) else {})
+    """The newest stored run of `sync` for this tenant (State.newest_run: one small query)."""
+    return state.newest_run(sync)
 
 
 def unlinked_count(state: State) -> int:
