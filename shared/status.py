@@ -150,9 +150,6 @@ def _iso(value: datetime | None) -> str | None:
 
 # ---------------------------------------------------------------- state reads
 
-def newest_run(state: State, sync: str) -> tuple[datetime | None, dict[str, Any] | None]:
-    """The newest stored run of `sync` for this tenant (State.newest_run: one small query)."""
-    return state.newest_run(sync)
 
 
 def unlinked_count(state: State) -> int:
@@ -199,7 +196,7 @@ def interval_of(schedule: str) -> timedelta:
 
 def sync_status(spec: SyncSpec, state: State, schedule: str, now: datetime) -> SyncStatus:
     status = SyncStatus(spec.name)
-    at, report = newest_run(state, spec.name)
+    at, report = state.newest_run(spec.name)
     if report is not None:
         status.last_run = at
         status.result = result_of(report)

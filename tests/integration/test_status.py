@@ -22,7 +22,6 @@ from shared.status import (
     SYNC_NEVER_RUN,
     SYNC_STALE,
     UNLINKED_USERS,
-    newest_run,
     tenant_status,
 )
 
@@ -126,7 +125,7 @@ def test_newest_run_is_read_with_one_small_query_and_stale_syncs_are_flagged(wor
     for i in range(30):
         state.save_run("calendar", {"sync": "calendar", "exit_code": 0, "updated": i, "failed": []})
 
-    at, report = newest_run(state, "calendar")
+    at, report = state.newest_run("calendar")
     assert report is not None and report["updated"] == 29 and at is not None
     _, report = newest_run(state, "users")
     assert report is not None and report["created"] == 1
