@@ -127,9 +127,9 @@ def test_newest_run_is_read_with_one_small_query_and_stale_syncs_are_flagged(wor
 
     at, report = state.newest_run("calendar")
     assert report is not None and report["updated"] == 29 and at is not None
-    _, report = newest_run(state, "users")
+    _, report = state.newest_run("users")
     assert report is not None and report["created"] == 1
-    assert newest_run(state, "contacts") == (None, None)
+    assert state.newest_run("contacts") == (None, None)
 
     later = datetime.now(UTC) + timedelta(minutes=30)  # calendar: 3 x 1 min + lease; users: 3 x 15 min + lease
     status = tenant_status(world.tenant_with(), state, now=later)
