@@ -256,6 +256,7 @@ class MapEntry:
     hash: str
     owner_cv_user_id: str = ""
     field_hashes: Mapping[str, str] = field(default_factory=dict)
+    person: str = ""  # company contacts only: `person_key`, to tell the same person in two mailboxes
 
     def to_row(self) -> dict[str, str]:
         return {
@@ -264,6 +265,7 @@ class MapEntry:
             "hash": self.hash,
             "owner_cv_user_id": self.owner_cv_user_id,
             "field_hashes": json.dumps(dict(self.field_hashes), sort_keys=True, separators=(",", ":")),
+            **({"person": self.person} if self.person else {}),
         }
 
     @classmethod
@@ -283,13 +285,21 @@ class MapEntry:
             hash=str(row.get("hash") or ""),
             owner_cv_user_id=str(row.get("owner_cv_user_id") or ""),
             field_hashes=hashes,
+            person=str(row.get("person") or ""),
         )
 
     @classmethod
     def for_contact(cls, contact: MappedContact, cv_contact_id: str, owner_cv_user_id: str) -> MapEntry:
         fields = contact.fields()
         return cls(contact.graph_contact_id, cv_contact_id, contact.folder_id, contact_hash(fields),
-                   owner_cv_user_id, field_hashes(fields))
+                   owner_cv_user_id, field_hashes(fields), "" if owner_cv_user_id else person_key(contact))
+
+
+def person_key(contact: MappedContact) -> str:
+    """Who a company contact is: its name (case and spacing ignored) and its set of E.164 numbers, hashed.
+    Two mailboxes holding the same person give the same key."""
+    name = " ".join(contact.display_name.casefold().split())
+    return digest([name, sorted({p.number for p in contact.phone_numbers})], 16)
 
 
 def contactmap_from_rows(rows: Mapping[str, Mapping[str, Any]]) -> dict[str, MapEntry]:

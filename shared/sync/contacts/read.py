@@ -119,6 +119,25 @@ def _folders_of(mailbox: str, names: dict[str, str], default: str | None, error:
 
 
 
+def unreadable(mailbox: str, err: GraphError, *, company: bool) -> str | None:
+    """Why a mailbox cannot be read at all, with the fix; None when the error is not about the mailbox."""
+    missing = err.status == 404 and err.code.lower() in _NO_USER_CODES
+    if not company:
+        if isinstance(err, MailboxUnavailable):
+            return str(err)
+        return f"user {mailbox} was not found in Microsoft 365." if missing else None
+    where = f"shared mailbox {mailbox} (NEXXT365_COMPANY_CONTACTS)"
+    if missing:
+        return f"{where} does not exist in Microsoft 365. Fix: correct the address in NEXXT365_COMPANY_CONTACTS."
+    if isinstance(err, MailboxUnavailable) and err.out_of_scope:
+        return (f"{where} is outside the app's mailbox scope. Fix: add it to the mail-enabled group that the "
+                "Exchange application access policy (or RBAC for Applications scope) of the app allows.")
+    if isinstance(err, MailboxUnavailable):
+        return (f"{where} has no Exchange Online mailbox. Fix: give the address of a shared mailbox in Exchange "
+                "Online, or remove it from NEXXT365_COMPANY_CONTACTS.")
+    return None
+
+
 def contact_url(mailbox: str, folder_id: str, graph_id: str) -> str:
     """One contact of a folder (a retried item, or one looked at again after a deletion)."""
     return (f"/users/{_quote(mailbox)}/contactFolders/{_quote(folder_id)}/contacts/{_quote(graph_id)}"
@@ -148,10 +167,9 @@ class MailboxReader:
 
     @staticmethod
     def graph_problem(r: OwnerRun, err: GraphError) -> None:
-        if isinstance(err, MailboxUnavailable):
-            r.unavailable, r.checked = str(err), True
-        elif err.status == 404 and err.code.lower() in _NO_USER_CODES:
-            r.unavailable, r.checked = f"{r.what} was not found in Microsoft 365.", True
+        why = unreadable(r.mailbox, err, company=not r.owner)
+        if why is not None:
+            r.unavailable, r.checked = why, True
         else:
             r.problem = f"contacts not read: {err}"
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from shared.clearvox import PAGE_SIZE as CV_PAGE_SIZE
 from shared.errors import AdminFix, ClearVoxError, ClearVoxNotFound
 from shared.sync.contacts.apply import Applier
+from shared.sync.contacts.company import KIND, RECHECK_HOURS, company_runs, drop_aliases, retired
 from shared.sync.contacts.cursors import CURSOR_SCOPE, UserCursor, full_reconcile_due, load_cursors
 from shared.sync.contacts.mapping import contactmap_from_rows
 from shared.sync.contacts.owner import OwnerRun
@@ -65,18 +66,23 @@ class ContactsRun:
         cursors = load_cursors(self.state.rows("cursors", CURSOR_SCOPE))
         linked = {oid: link for oid, link in links.items() if link.status == "linked" and link.cv_user_id}
         self._retained(cursors, links, linked)
-        runs = self._select(linked, cursors)
+        mailboxes = self.ctx.options.company_contacts
+        company = company_runs(mailboxes, cursors, self.owner_run)
+        self._retired(retired(mailboxes, cursors))
+        runs = self._select(linked, cursors) + company
         self.reader.read(runs)
         work = [r for r in runs if r.ok and r.has_changes]
         quiet = [r for r in runs if r.ok and not r.has_changes]
         self._load_contactmaps(work)
         self._plan(work, len(linked))
+        drop_aliases([r for r in company if r.ok], self.state)
         for r in runs:
             if r.problem:
                 self.report.add_failure(r.mailbox, r.problem)
             elif r.unavailable:
                 self._unavailable(r)
-        self.report.extra.update({"users": len(linked), "users_with_changes": len(work)})
+        self.report.extra.update({"users": len(linked), "users_with_changes": len(work) - len(set(work) & set(company)),
+                                  **({"company_mailboxes": len(company)} if company else {})})
         self._report_plans(self.plans)
         if self.ctx.dry_run:
             self._dry_run()
@@ -107,6 +113,19 @@ class ContactsRun:
         if notice and not self.ctx.dry_run:
             self.state.replace("cursors", notice, CURSOR_SCOPE)
 
+    def _retired(self, gone: Mapping[str, UserCursor]) -> None:
+        """Shared mailboxes taken out of NEXXT365_COMPANY_CONTACTS keep their company contacts; said once."""
+        notice: dict[str, dict[str, Any]] = {}
+        for key, cursor in gone.items():
+            self.retained += cursor.synced
+            why = "no longer in NEXXT365_COMPANY_CONTACTS"
+            if cursor.retained != why:
+                mailbox = key.removeprefix(f"{KIND}|")
+                self.report.add_skip(mailbox, Retained("", cursor.synced, f"shared mailbox {mailbox} {why}").describe())
+                notice[key] = {**cursor.rows()[key], "retained": why}
+        if notice and not self.ctx.dry_run:
+            self.state.replace("cursors", notice, CURSOR_SCOPE)
+
     def _select(self, linked: Mapping[str, Link], cursors: Mapping[str, UserCursor]) -> list[OwnerRun]:
         runs: list[OwnerRun] = []
         for oid, link in sorted(linked.items()):
@@ -116,12 +135,13 @@ class ContactsRun:
                                              f"the {cursor.synced} contacts synced to {cursor.cv_user_id} are kept")
                 self.stale_cursor_keys += [cursor.folder_key(fid) for fid in cursor.folders]
                 cursor = UserCursor(oid, link.cv_user_id or "")
-            runs.append(self.owner_run(oid, link.cv_user_id or "", cursor))
+            runs.append(self.owner_run(oid, link.cv_user_id or "", cursor, self.hours))
         return runs
 
-    def owner_run(self, mailbox: str, owner: str, cursor: UserCursor) -> OwnerRun:
-        """This run of one mailbox: left alone while it is known to be unreadable, else a delta or full round."""
-        if cursor.unavailable and not full_reconcile_due(cursor.object_id, cursor.checked_at, self.now, self.hours):
+    def owner_run(self, mailbox: str, owner: str, cursor: UserCursor, recheck_hours: int) -> OwnerRun:
+        """This run of one mailbox: left alone while it is known to be unreadable (looked at again after
+        `recheck_hours`), else a delta round, or a full round when the full reconcile is due."""
+        if cursor.unavailable and not full_reconcile_due(cursor.object_id, cursor.checked_at, self.now, recheck_hours):
             return OwnerRun(mailbox, owner, cursor, False, unavailable=cursor.unavailable)
         full = (cursor.needs_full or not cursor.folders or cursor.unavailable != ""
                 or full_reconcile_due(cursor.object_id, cursor.full_at, self.now, self.hours))
@@ -129,9 +149,14 @@ class ContactsRun:
         return OwnerRun(mailbox, owner, cursor, full, folders)
 
     def _unavailable(self, r: OwnerRun) -> None:
-        """A mailbox that cannot be read is a skip, looked at again on the full-reconcile cadence."""
-        self.report.add_skip(r.mailbox, f"{r.unavailable} Contacts are not synced; checked again with the next "
-                                        f"full reconcile (every {self.hours} h).")
+        """A mailbox that cannot be read is a skip, looked at again on the full-reconcile cadence (a shared
+        mailbox: about once a day, and reported only then)."""
+        if r.owner:
+            self.report.add_skip(r.mailbox, f"{r.unavailable} Contacts are not synced; checked again with the next "
+                                            f"full reconcile (every {self.hours} h).")
+        elif r.checked:
+            self.report.add_skip(r.mailbox, f"{r.unavailable} Its contacts are not in the company phone book; "
+                                            f"looked at again in {RECHECK_HOURS} h.")
         if self.ctx.dry_run or not r.checked:
             return
         cursor = replace(r.cursor, unavailable=r.unavailable, checked_at=self.now)
