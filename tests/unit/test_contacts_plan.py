@@ -244,7 +244,8 @@ class TestCreate:
         assert [c.graph_contact_id for c in plan.creates] == ["g1"]
         create = plan.creates[0]
         assert create.owner_cv_user_id == OWNER and not create.reconcile
-        assert create.fields()["external_id"] == "g1" and "visibility" not in create.fields()
+        body = create.contact.create_fields()
+        assert body["external_id"] == "g1" and "visibility" not in body
 
     def test_without_a_clearvox_listing_a_create_must_first_look_up_the_external_id(self) -> None:
         plan = plan_contacts(OWNER, [graph_contact()], contactmap={}, cv_synced=None)

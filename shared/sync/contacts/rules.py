@@ -91,15 +91,8 @@ class Create:
     def graph_contact_id(self) -> str:
         return self.contact.graph_contact_id
 
-    def fields(self) -> dict[str, Any]:
-        return self.contact.create_fields()
-
     def map_entry(self, cv_contact_id: str) -> MapEntry:
         return MapEntry.for_contact(self.contact, cv_contact_id, self.owner_cv_user_id)
-
-    def changes_against(self, existing: CvContact) -> dict[str, Any]:
-        """For a `reconcile` create that found its contact: the fields to patch instead of creating."""
-        return differing_fields(self.contact.fields(), cv_fields(existing))
 
 
 @dataclass(frozen=True)
