@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from shared.clearvox import CvContact, PhoneNumber
+from shared.graph.contacts import delta_start
 from shared.sync.base import MassChangeRule
 from shared.sync.contacts.cursors import FolderCursor, UserCursor, full_reconcile_due, load_cursors
 from shared.sync.contacts.mapping import (
@@ -30,7 +31,7 @@ from shared.sync.contacts.mapping import (
     field_hashes,
     map_contact,
 )
-from shared.sync.contacts.read import delta_start
+from shared.sync.contacts.read import GRAPH_SELECT
 from shared.sync.contacts.render import plan_json, render_plan, summarize
 from shared.sync.contacts.rules import (
     REASON_ABSENT,
@@ -723,6 +724,6 @@ class TestCursors:
         assert 50 < halfway < 150  # spread, so users first synced together do not all come back in one run
 
     def test_delta_rounds_ask_only_for_the_mapped_properties(self) -> None:
-        url = delta_start("oid-1", "AAMk=")
+        url = delta_start("oid-1", "AAMk=", GRAPH_SELECT)
         assert url.startswith("/users/oid-1/contactFolders/AAMk%3D/contacts/delta?$select=id,parentFolderId,")
         assert "homePhones" in url and "notes" not in url.lower()

@@ -28,10 +28,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from shared.errors import GraphError, Nexxt365Error
+from shared.graph.contacts import Folders, discover_folders
 from shared.sync.contacts.cursors import UserCursor
 from shared.sync.contacts.mapping import MapEntry, Skip, contactmap_from_rows, person_key
 from shared.sync.contacts.owner import OwnerRun
-from shared.sync.contacts.read import Folders, discover_folders, unreadable
+from shared.sync.contacts.read import unreadable
 
 if TYPE_CHECKING:
     from shared.doctor import Check
