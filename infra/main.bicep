@@ -104,6 +104,9 @@ param clearvoxConcurrency int = 16
 @description('Country for phone numbers without a country code (ISO 3166 two letters).')
 param defaultRegion string = 'NL'
 
+@description('Shared mailbox addresses, comma-separated, whose contacts become the ClearVox company phone book; empty: none.')
+param companyContacts string = ''
+
 @description('Overrides of the show-as to ClearVox status map, e.g. tentative=available,oof=away; empty keeps the defaults.')
 param statusMap string = ''
 
@@ -274,6 +277,7 @@ var appSettings = {
   NEXXT365_DEFAULT_REGION: defaultRegion
   NEXXT365_STATUS_MAP: statusMap
   NEXXT365_RESPECT_MANUAL: respectManual ? 'true' : 'false'
+  NEXXT365_COMPANY_CONTACTS: companyContacts
 }
 
 module functionApp 'modules/functionapp.bicep' = {
@@ -332,3 +336,4 @@ output NEXXT365_CLEARVOX_CONCURRENCY string = appSettings.NEXXT365_CLEARVOX_CONC
 output NEXXT365_DEFAULT_REGION string = appSettings.NEXXT365_DEFAULT_REGION
 output NEXXT365_STATUS_MAP string = appSettings.NEXXT365_STATUS_MAP
 output NEXXT365_RESPECT_MANUAL string = appSettings.NEXXT365_RESPECT_MANUAL
+output NEXXT365_COMPANY_CONTACTS string = appSettings.NEXXT365_COMPANY_CONTACTS
