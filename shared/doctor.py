@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+from shared.check import Check
 from shared.clearvox import ClearVox
 from shared.clearvox_contract import contract_check
 from shared.clients import clients
@@ -19,20 +19,6 @@ from shared.sync.base import syncs
 from shared.sync.users.rules import is_valid_email, text_of
 
 EXPIRY_WARNING = timedelta(days=30)
-
-
-@dataclass
-class Check:
-    name: str
-    status: str  # OK | FAIL | WARN | SKIP
-    detail: str
-
-    @property
-    def passed(self) -> bool:
-        return self.status in ("OK", "WARN", "SKIP")
-
-    def to_json(self) -> dict[str, str]:
-        return {"check": self.name, "status": self.status, "detail": self.detail}
 
 
 def _attempt(name: str, fn: Callable[[], str]) -> Check:
@@ -63,6 +49,8 @@ def run_doctor(tenant: Tenant, store: Store | None, *, verify: str | bool | None
                 checks.append(_attempt("Microsoft Graph users", lambda: _users_summary(graph)))
             else:
                 checks.append(Check("Microsoft Graph users", "SKIP", "needs User.Read.All"))
+            for spec in syncs():
+                checks.extend(spec.doctor(graph, tenant))
         else:
             checks.append(Check("permissions", "SKIP", "needs a token"))
         checks.append(_secret_expiry(tenant, today or datetime.now(UTC).date()))

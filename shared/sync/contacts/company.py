@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from shared.check import Check
 from shared.errors import GraphError, Nexxt365Error
 from shared.graph.contacts import Folders, discover_folders
 from shared.sync.contacts.cursors import UserCursor
@@ -35,7 +36,6 @@ from shared.sync.contacts.owner import OwnerRun
 from shared.sync.contacts.read import unreadable
 
 if TYPE_CHECKING:
-    from shared.doctor import Check
     from shared.graph.client import Graph
     from shared.settings import Tenant
     from shared.state import State
@@ -89,8 +89,6 @@ def drop_aliases(runs: Sequence[OwnerRun], state: State) -> None:
 
 def company_mailbox_checks(graph: Graph, tenant: Tenant) -> list[Check]:
     """doctor: for each shared mailbox of NEXXT365_COMPANY_CONTACTS, whether its contacts can be read."""
-    from shared.doctor import Check  # doctor imports this module: its Check is taken when called
-
     mailboxes = tenant.options.company_contacts
     if not mailboxes:
         return []
