@@ -727,3 +727,10 @@ class TestCursors:
         url = delta_start("oid-1", "AAMk=", GRAPH_SELECT)
         assert url.startswith("/users/oid-1/contactFolders/AAMk%3D/contacts/delta?$select=id,parentFolderId,")
         assert "homePhones" in url and "notes" not in url.lower()
+
+
+def test_control_characters_in_outlook_names_never_reach_clearvox() -> None:
+    mapped = map_contact({"id": "c1", "displayName": "\x1b]0;pwned\x07Piet\x00 Puk\r\n", "givenName": "Pi\x1b[2Jet",
+                          "businessPhones": ["+31201234567"]})
+    assert not isinstance(mapped, Skip)
+    assert (mapped.display_name, mapped.first_name) == ("]0;pwnedPiet Puk", "Pi[2Jet")

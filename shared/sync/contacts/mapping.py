@@ -16,6 +16,7 @@ from shared.clearvox import CONTACT_FIELDS, CvContact, PhoneNumber
 from shared.digest import digest
 from shared.phone import DEFAULT_REGION, UnparseablePhone, to_e164
 from shared.sync.users.rules import is_valid_email
+from shared.text import without_controls
 
 MAX_DISPLAY_NAME = 200
 MAX_NAME = 100
@@ -87,7 +88,7 @@ def _clipped_text(value: Any, limit: int, label: str, warnings: list[str]) -> st
     """Stripped text or None; cut to the contract's limit (reported) instead of failing the write."""
     if not isinstance(value, str):
         return None
-    text = " ".join(value.split())
+    text = without_controls(" ".join(value.split()))
     if not text:
         return None
     if len(text) > limit:
