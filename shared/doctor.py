@@ -14,7 +14,7 @@ from shared.graph.auth import CONSENT_STEP
 from shared.graph.client import Graph
 from shared.graph.users import all_users
 from shared.settings import Tenant
-from shared.state import Store
+from shared.state import State, Store
 from shared.sync.base import syncs
 from shared.sync.users.rules import is_valid_email, text_of
 
@@ -58,7 +58,10 @@ def run_doctor(tenant: Tenant, store: Store | None, *, verify: str | bool | None
         if contract:
             checks.extend(contract_checks(cv))
     if store is not None:
-        checks.append(_attempt("state storage", lambda: (store.table("runs"), "tables reachable")[1]))
+        storage = _attempt("state storage", lambda: (store.table("runs"), "tables reachable")[1])
+        checks.append(storage)
+        if storage.passed:
+            checks.extend(_lease_checks(store.for_tenant(tenant.key)))
     return checks
 
 
@@ -93,6 +96,23 @@ def _users_summary(graph: Graph) -> str:
     note = (f"; {without} without an email in their contact info will be skipped "
             "(fill in Email in Entra ID > Users > Properties)") if without else ""
     return f"{total} users, {with_mail} with a valid email{note}"
+
+
+def _lease_checks(state: State) -> list[Check]:
+    """A sync whose lease another run holds right now will not run (exit 3) until it is released or expires."""
+    checks = []
+    for spec in syncs():
+        holder = state.lease_holder(spec.name)
+        if holder is None:
+            continue
+        since, until = holder
+        if until is not None and until <= datetime.now(UTC):
+            detail = f"the lease of a run that stopped renewing expired at {until:%H:%M:%S} UTC; the next run takes it over"
+        else:
+            detail = (f"a run holds the lease since {since:%Y-%m-%d %H:%M:%S} UTC" if since else "a run holds the lease") + (
+                f", renewed until {until:%H:%M:%S} UTC; runs in between are not run (exit 3)" if until else "")
+        checks.append(Check(f"{spec.name} sync lease", "WARN", detail))
+    return checks
 
 
 def _secret_expiry(tenant: Tenant, today: date) -> Check:

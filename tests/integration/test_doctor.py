@@ -122,3 +122,11 @@ def test_doctor_lists_each_company_mailbox_and_whether_its_contacts_can_be_read(
     assert code == 2
     assert "OK   company contacts receptie@contoso.nl: contacts can be read" in text
     assert "FAIL company contacts info@contoso.nl" in text and "Fix" in text
+
+
+def test_doctor_shows_a_sync_that_another_run_holds(world: World, azurite: Azurite) -> None:
+    from shared.state import Store
+
+    Store(azurite.connection_string).for_tenant(world.tenant.key).acquire_lease("contacts", timedelta(minutes=3))
+    code, text = doctor(world, azurite)
+    assert "WARN contacts sync lease: a run holds the lease since" in text and "not run (exit 3)" in text
