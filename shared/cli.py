@@ -132,7 +132,7 @@ def human_summary(r: RunReport) -> str:
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    from shared.sync.users.run import report_unlinked
+    from shared.sync.users.linking import report_unlinked
 
     store = Store(settings.state_connection())
     for tenant in _tenants(settings, args.tenant):
@@ -141,7 +141,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
 
 
 def cmd_link(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    from shared.sync.users.run import link_from_csv
+    from shared.sync.users.linking import link_from_csv
 
     store = Store(settings.state_connection())
     code = EXIT_OK
