@@ -14,7 +14,7 @@ from shared.clearvox import USER_FIELDS, CvUser
 from shared.errors import ConfigError
 from shared.report import RunReport
 from shared.settings import Options
-from shared.sync.users.actions import Create, Deactivate, LinkAction, Update, UsersPlan
+from shared.sync.users.actions import Create, Deactivate, LinkAction, Skip, Update, UsersPlan
 from shared.sync.users.plan import plan_users
 from shared.sync.users.render import explain_user, plan_json, render_plan, report_plan
 from shared.sync.users.rules import (
@@ -1103,3 +1103,35 @@ def test_explain_a_deleted_user_known_from_the_links_table() -> None:
     text = explain([], cv=[cv], links=[row], removed=[OID_JAN], on_removed="deactivate")
     assert f"Entra: no user with Object-ID {OID_JAN} (deleted)" in text
     assert "Decision: deactivate ClearVox user cv1 (deleted in Entra); it is never deleted" in text
+
+
+# --------------------------------------------------------------------------- control characters (issue 10, point 9)
+
+
+def test_control_characters_are_stripped_from_what_is_sent_and_compared_without_them() -> None:
+    user = graph_user(displayName="Jan\x1b]0;owned\x07 de Vries", givenName="Jan\x00", surname="de\nVries",
+                      jobTitle="Sales\x1b[2J")
+    fields, _ = desired_fields(user)
+    assert (fields["first_name"], fields["last_name"], fields["display_name"], fields["job_title"]) == (
+        "Jan", "de Vries", "Jan]0;owned de Vries", "Sales[2J")
+    # ClearVox holding the stripped value (or the raw one) is no change: no endless updates.
+    cv = cv_user(first_name="Jan", last_name="de Vries", display_name="Jan]0;owned de Vries", job_title="Sales\x1b[2J",
+                 phone_number="+31201234567", mobile_number="+31612345678", department="Verkoop", language="nl")
+    unknown = replace(written(user, cv_id="cv1"), field_hashes={})  # nothing recorded: every field is compared
+    p = plan([user], cv=[replace(cv, external_application_id=OID_JAN)], links=[unknown])
+    assert no_writes(p) and p.unchanged == 1
+
+
+def test_the_dry_run_text_and_the_user_explanation_escape_control_characters() -> None:
+    p = UsersPlan(full_round=False, skips=[Skip(OID_JAN, "odd name Jan\x1b[2J\x07\nde Vries")])
+    text = render_plan(p)
+    assert "\x1b" not in text and "\x07" not in text and "Jan\\x1b[2J\\x07\\nde Vries" in text
+    user = graph_user(displayName="Jan\x1b]0;owned\x07", mail="jan@contoso.nl")
+    lines = explain_user(user, OID_JAN, plan([user]), [], {}, UsersOptions())
+    assert lines[0].startswith("Entra: Jan\\x1b]0;owned\\x07 <jan@contoso.nl>")
+    assert not any("\x1b" in line or "\x07" in line for line in lines)
+
+
+def test_valid_email_is_the_one_rule_and_returns_the_trimmed_address() -> None:
+    assert valid_email(" jan@contoso.nl ") == "jan@contoso.nl"
+    assert valid_email("a@b") is None and valid_email("@@") is None and valid_email(None) is None
