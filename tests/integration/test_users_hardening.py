@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,14 +13,17 @@ from typing import Any
 import pytest
 
 from shared import cli, runner
+from shared.clients import clients
 from shared.report import RunReport
 from shared.sandbox.azurite import Azurite
 from shared.sandbox.server import Request
 from shared.sandbox.world import World
 from shared.settings import Settings, Tenant
 from shared.state import State, Store
+from shared.sync.base import SyncContext
 from shared.sync.users.ledger import RETRY_SCOPE
 from shared.sync.users.rules import Link
+from shared.sync.users.run import BUDGET_REASON, run_users
 from shared.sync.users.source import CACHE_TABLE, CURSOR
 
 pytestmark = pytest.mark.integration
@@ -111,6 +115,21 @@ def test_a_retry_row_written_by_the_earlier_code_is_read_and_retried(world: Worl
 
     assert report.created == 1 and cv_of(world, jan)["email"] == "jan@contoso.nl"
     assert st.rows("retries", RETRY_SCOPE) == {}
+
+
+def test_writes_past_the_time_budget_wait_for_the_next_run_which_goes_on_from_there(
+        world: World, store: Store) -> None:
+    oids = [entra(world, f"Medewerker {i}", f"m{i}@contoso.nl") for i in range(3)]
+    report = RunReport("users", world.tenant.key)
+    with clients(world.tenant, world.verify) as (graph, cv):
+        run_users(SyncContext(world.tenant, graph, cv, state(world, store), report, deadline=time.monotonic()))
+
+    assert report.created == 0 and {s["id"] for s in report.skipped} == set(oids)
+    assert all(s["reason"] == BUDGET_REASON for s in report.skipped)
+    assert state(world, store).cursor(CURSOR) is not None
+    later = sync(world, store)
+    assert later.extra["full_round"] is False and later.created == 3
+    assert state(world, store).rows("retries", RETRY_SCOPE) == {}
 
 
 # --------------------------------------------------------------------------- never create twice (point 2)

@@ -803,7 +803,7 @@ def test_re_enabled_user_the_connector_deactivated_is_reactivated() -> None:
     p = plan([user], cv=[replace(cv, active=False)], links=[done], on_removed="deactivate")
     (update,) = p.updates
     assert update.payload() == {"active": True}
-    assert update.reactivates and p.reactivated == 1
+    assert update.reactivates
     assert (update.link.status, update.link.deactivated_by_connector) == ("linked", False)
 
 

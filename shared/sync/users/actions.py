@@ -156,7 +156,3 @@ class UsersPlan:
     def actions(self) -> list[Action]:
         """Every ClearVox write of the plan; they do not depend on each other, so any order or concurrency works."""
         return [*self.creates, *self.link_actions, *self.updates, *self.deactivations]
-
-    @property
-    def reactivated(self) -> int:
-        return sum(1 for u in self.updates if u.reactivates)
