@@ -110,10 +110,6 @@ param statusMap string = ''
 @description('Keep a status the user changed by hand during an event after the event ends, instead of restoring Beschikbaar.')
 param respectManual bool = false
 
-@description('Calendar look-ahead in minutes (0 is off).')
-@minValue(0)
-param calendarLookahead int = 0
-
 // ------------------------------------------------------------- operations
 
 @description('Storage redundancy.')
@@ -274,7 +270,6 @@ var appSettings = {
   NEXXT365_DEFAULT_REGION: defaultRegion
   NEXXT365_STATUS_MAP: statusMap
   NEXXT365_RESPECT_MANUAL: respectManual ? 'true' : 'false'
-  NEXXT365_CALENDAR_LOOKAHEAD: string(calendarLookahead)
 }
 
 module functionApp 'modules/functionapp.bicep' = {
@@ -333,4 +328,3 @@ output NEXXT365_CLEARVOX_CONCURRENCY string = appSettings.NEXXT365_CLEARVOX_CONC
 output NEXXT365_DEFAULT_REGION string = appSettings.NEXXT365_DEFAULT_REGION
 output NEXXT365_STATUS_MAP string = appSettings.NEXXT365_STATUS_MAP
 output NEXXT365_RESPECT_MANUAL string = appSettings.NEXXT365_RESPECT_MANUAL
-output NEXXT365_CALENDAR_LOOKAHEAD string = appSettings.NEXXT365_CALENDAR_LOOKAHEAD

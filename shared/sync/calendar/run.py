@@ -57,7 +57,6 @@ if TYPE_CHECKING:
 PRESENCE_TABLE = "presence"
 NOTICES_TABLE = "notices"
 NOTICE_SCOPE = "calendar"  # the notices table is shared; this sync keeps its rows in their own partition
-LOOKAHEAD_SETTING = "NEXXT365_CALENDAR_LOOKAHEAD"
 # getSchedule window from now: only the events covering now matter; one availabilityView slot.
 FETCH_WINDOW_MINUTES = 15
 NOTICE_INTERVAL = timedelta(days=1)
@@ -221,9 +220,6 @@ class CalendarRun:
         users = calendar_users(links)
         ledgers, unreadable = self._ledgers(state.rows(PRESENCE_TABLE))
         notices = state.rows(NOTICES_TABLE, scope=NOTICE_SCOPE)
-        if self.ctx.options.calendar_lookahead:
-            self.ctx.report.add_warning(LOOKAHEAD_SETTING, "not used: a look-ahead cache would see meetings booked, moved or "
-                                        "cancelled at short notice only when it expires; free/busy is read every run")
         with_email = [u for u in users if u.email]
         avoid = {u.email for u in with_email if (notices.get(u.object_id) or {}).get("kind") in _MAILBOX_KINDS}
         answers = fetch_schedules(self.ctx.graph, [u.email for u in with_email], self.now, avoid_as_anchor=avoid)
