@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, TextIO
 from shared.clearvox import ClearVox
 from shared.clients import clearvox
 from shared.errors import EXIT_CONFIG, EXIT_ITEM_FAILURES, EXIT_OK, ClearVoxNotFound, ItemError
-from shared.sync.users.render import printable
+from shared.report import printable
 from shared.sync.users.rules import Link, links_from_rows, object_key
 
 if TYPE_CHECKING:

@@ -7,11 +7,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from shared.errors import LeaseLost
+from shared.report import printable
 from shared.sync.users.apply import Applier
 from shared.sync.users.ledger import RETRY_SCOPE, DeactivationLedger, retry_rows
 from shared.sync.users.lookup import CvLookup
 from shared.sync.users.plan import plan_users
-from shared.sync.users.render import explain_user, printable, report_plan
+from shared.sync.users.render import explain_user, report_plan
 from shared.sync.users.rules import Link, UsersOptions, links_from_rows, object_key, text_of
 from shared.sync.users.source import CACHE_TABLE, by_key, dump, find_graph_users, group_members
 

@@ -1,16 +1,16 @@
 """Users sync, rendering: the dry-run text, the `"plan"` of `--dry-run --json`, `--user` explanations and
 the report's extra keys. Every name and email that came from Entra or ClearVox is printed through
-`printable`, so control characters (an ESC sequence in a display name) show as escapes, never act on the
-terminal. No I/O."""
+`shared.report.printable` (the one escaping helper), so control characters (an ESC sequence in a
+display name) show as escapes and never act on the terminal. No I/O."""
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from shared.clearvox import CvUser
+from shared.report import printable
 from shared.sync.users.actions import Deactivate, UsersPlan
 from shared.sync.users.rules import (
     GraphUser,
@@ -25,14 +25,6 @@ from shared.sync.users.rules import (
 
 if TYPE_CHECKING:
     from shared.report import RunReport
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def printable(text: str) -> str:
-    """`text` with each control character written as its escape (ESC -> \\x1b, a line break -> \\n)."""
-    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
-
 
 def _show(value: Any) -> str:
     if value is None:

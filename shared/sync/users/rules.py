@@ -201,6 +201,10 @@ def valid_email(text: Any) -> str | None:
     return address if len(address) <= 254 and _EMAIL.match(address) is not None else None
 
 
+def is_valid_email(text: str) -> bool:
+    return valid_email(text) is not None
+
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _SPACES = re.compile(r"[\t\n\r\v\f]")
 
