@@ -98,8 +98,8 @@ def test_one_user_clearvox_always_refuses_fails_alone_and_the_run_commits_its_cu
     assert again.extra["full_round"] is False and again.created == 0
     assert [f["id"] for f in again.failed] == [bad]
     assert len(posts(world)) == 1  # only that user is tried again
-    # by Object-ID and by email before the create, the create, by Object-ID again after its unclear 500
-    assert len(world.clearvox.requests_to()) == 4
+    # by Object-ID and by email before the create, the create, and both look-ups again after its unclear 500
+    assert len(world.clearvox.requests_to()) == 5
     assert state(world, store).rows("retries", RETRY_SCOPE)[bad.lower()]["attempts"] == 2
 
 
@@ -198,6 +198,26 @@ def test_a_create_left_unknown_by_an_outage_is_adopted_by_the_next_run_not_creat
 
     assert second.failed == [] and posts(world) == []
     assert len(cv_with(world, "piet@contoso.nl")) == 1 and cv_of(world, piet)["id"] == done[0]
+
+
+def test_a_create_with_an_unknown_outcome_is_looked_up_by_email_and_never_sent_again(
+        world: World, store: Store) -> None:
+    piet = entra(world, "Piet Puk", "piet@contoso.nl")
+    someone: list[str] = []
+
+    def an_admin_created_it_meanwhile(req: Request) -> bool:
+        if someone or req.method != "POST":
+            return False
+        someone.append(world.clearvox.add_user(first_name="Piet", last_name="Puk", email="piet@contoso.nl")["id"])
+        return True
+
+    world.clearvox.inject(500, count=1, match=an_admin_created_it_meanwhile)
+    report = sync(world, store)
+
+    assert report.failed == [] and report.created == 0
+    assert [u["object_id"] for u in report.extra["unlinked"]] == [piet]
+    assert [u["id"] for u in cv_with(world, "piet@contoso.nl")] == someone
+    assert len(posts(world)) == 1
 
 
 # --------------------------------------------------------------------------- the deactivation guard (point 4)

@@ -6,9 +6,10 @@ the run goes on. The applier's one outage rule decides when a run stops writing 
 or many unavailable answers in a row); an AdminFix (key, licence, account) stops it too.
 
 A create never runs twice: a create refused with 409 email_taken, or whose outcome is unknown
-(ClearVox unavailable on the POST), is followed by a look-up by Object-ID. A ClearVox user carrying
-this Entra user's Object-ID is the one this run created: it counts as created. Otherwise, after a
-409, the user is planned again with the ClearVox user found by email ("exists").
+(ClearVox unavailable on the POST), is followed by a look-up by Object-ID and by email. A ClearVox
+user carrying this Entra user's Object-ID is the one this run created: it counts as created. A user
+with the email and no such Object-ID makes the Entra user "exists" (planned again, never created);
+when nobody has it, the create failed and the next run looks the user up again before creating.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from shared.clearvox import ClearVox, CvUser
 from shared.errors import ClearVoxUnavailable, EmailTaken, ItemError, Transient
 from shared.sync.users.actions import Action, Create, Deactivate, LinkAction, Update, UsersPlan
 from shared.sync.users.lookup import CvLookup
@@ -48,12 +48,6 @@ def verb(action: Action) -> str:
     if isinstance(action, LinkAction):
         return "link"
     return "deactivation"
-
-
-def _ours(cv: ClearVox, object_id: str) -> CvUser | None:
-    """The ClearVox user carrying this Object-ID, when exactly one does."""
-    found = list(cv.iter_users(external_application_id=object_id))
-    return found[0] if len(found) == 1 else None
 
 
 class Applier:
@@ -88,40 +82,40 @@ class Applier:
             return Outcome([(action, action.result_link(action.cv_user_id))])
         try:
             created = self.cv.create_user(action.payload())
-        except EmailTaken:
-            return self._exists(action)
+        except EmailTaken as exc:
+            return self._settle(action, exc)
         except ClearVoxUnavailable as exc:
             if exc.outage:
                 raise
-            mine = _ours(self.cv, action.object_id)  # the outcome is unknown: did ClearVox create it anyway?
-            if mine is None:
-                raise
-            return Outcome([(action, action.result_link(mine.id))], adopted=True)
+            return self._settle(action, exc)
         return Outcome([(action, action.result_link(created.id))])
 
-    def _exists(self, action: Create) -> Outcome:
-        """409 email_taken: ours (it carries the Object-ID) counts as created; else plan again as "exists"."""
-        mine = _ours(self.cv, action.object_id)
-        if mine is not None:
-            return Outcome([(action, action.result_link(mine.id))], adopted=True)
-        user = self.users.get(object_key(action.object_id))
-        if user is None:
-            raise EmailTaken("ClearVox already has a user with this email", 409, "email_taken")
+    def _settle(self, action: Create, exc: EmailTaken | ClearVoxUnavailable) -> Outcome:
+        """The create was refused with email_taken, or its outcome is unknown: look the user up by
+        Object-ID and email before anything else. Ours (it carries the Object-ID) counts as created;
+        another user with the email makes this one "exists"; nobody: the next run tries again."""
+        key = object_key(action.object_id)
+        user = self.users.get(key)
         lookup = CvLookup(self.cv, 1)
-        lookup.for_users({object_key(action.object_id): user}, {})
+        lookup.for_users({key: user}, {})
+        mine = [u for u in lookup.found.values() if object_key(u.external_application_id or "") == key]
+        if len(mine) == 1:
+            return Outcome([(action, action.result_link(mine[0].id))], adopted=True)
+        if user is None:
+            raise exc
         sub = plan_users([user], [], list(lookup.found.values()), self.links, self.options, full_round=False,
                          gone_cv_ids=self.gone | lookup.gone)
+        if any(isinstance(again, Create) for again in sub.actions()):
+            if isinstance(exc, EmailTaken):  # the email is taken, yet no user has it: never create twice
+                raise EmailTaken("ClearVox answered email_taken but no user with this email was found; retried on "
+                                 "the next run", 409, "email_taken") from exc
+            raise exc
         out = Outcome(replan=sub)
         for again in sub.actions():
-            if isinstance(again, Create):  # the email is taken, yet no user has it: never create twice
-                out.failures.append((again, EmailTaken(
-                    "ClearVox answered email_taken but no user with this email was found; retried on the next run",
-                    409, "email_taken")))
-                continue
             try:
                 out.done.extend(self._write(again).done)
-            except (ItemError, Transient) as exc:
-                out.failures.append((again, exc))
+            except (ItemError, Transient) as failed:
+                out.failures.append((again, failed))
         return out
 
     # -- in the calling thread
