@@ -7,9 +7,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from shared.clearvox import ClearVox
+from shared.clearvox_contract import contract_check
 from shared.clients import clients
 from shared.errors import AccountNotFound, ClearVoxError, Nexxt365Error
-from shared.graph.client import CONSENT_STEP, Graph
+from shared.graph.auth import CONSENT_STEP
+from shared.graph.client import Graph
+from shared.graph.users import all_users
 from shared.settings import Tenant
 from shared.state import Store
 from shared.sync.base import syncs
@@ -94,7 +97,7 @@ def _permission_checks(tenant: Tenant, roles: set[str]) -> list[Check]:
 
 def _users_summary(graph: Graph) -> str:
     total = with_mail = 0
-    for user in graph.iter_items("/users", params={"$select": "id,mail,userPrincipalName", "$top": "999"}):
+    for user in all_users(graph):
         total += 1
         if is_valid_email(text_of(user.get("mail"))):
             with_mail += 1
@@ -154,8 +157,12 @@ def render(tenant: Tenant, checks: list[Check]) -> str:
     return "\n".join(lines)
 
 
-
-# ---- placeholder until the ClearVox contract checks land (replaced by the real `contract_checks` at merge) ----
 def contract_checks(cv: ClearVox) -> list[Check]:
-    """Read-only check of every ClearVox path and field the client relies on, in terms of clearvox-api.yaml."""
-    return [Check("ClearVox contract", "SKIP", "contract checks are not available in this build")]
+    """`doctor --contract`: each mismatch between the PBX and clearvox-api.yaml as a failed check (read-only)."""
+    try:
+        findings = contract_check(cv)
+    except Nexxt365Error as exc:
+        return [Check("ClearVox contract", "FAIL", str(exc))]
+    if not findings:
+        return [Check("ClearVox contract", "OK", "every path and field the connector uses matches clearvox-api.yaml")]
+    return [Check("ClearVox contract", "FAIL", str(finding)) for finding in findings]

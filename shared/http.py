@@ -41,17 +41,27 @@ class HttpStats:
 
 
 class CountingRetry(Retry):
-    """`Retry` that caps Retry-After and reports each retry to `HttpStats`."""
+    """`Retry` that caps Retry-After, reports each retry to `HttpStats`, and retries the
+    methods in `creating_methods` only on 429 (the server says it did not process the request):
+    after a 5xx or a gateway 504 a create may have happened, and a second one would duplicate it."""
 
-    def __init__(self, *args: Any, stats: HttpStats | None = None, max_retry_after: float = 60.0, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, stats: HttpStats | None = None, max_retry_after: float = 60.0,
+                 creating_methods: frozenset[str] = frozenset(), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.stats = stats
         self.max_retry_after = max_retry_after
+        self.creating_methods = creating_methods
 
     def new(self, **kw: Any) -> CountingRetry:
         kw.setdefault("stats", self.stats)
         kw.setdefault("max_retry_after", self.max_retry_after)
+        kw.setdefault("creating_methods", self.creating_methods)
         return super().new(**kw)  # type: ignore[return-value]
+
+    def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
+        if method.upper() in self.creating_methods and status_code != 429:
+            return False
+        return super().is_retry(method, status_code, has_retry_after)
 
     def parse_retry_after(self, retry_after: str) -> float:
         return min(super().parse_retry_after(retry_after), self.max_retry_after)
@@ -88,8 +98,13 @@ def make_session(
     max_retry_after: float = 60.0,
     pool_size: int = 16,
     timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
+    creating_methods: frozenset[str] = frozenset(),
 ) -> CountingSession:
-    """A session that retries 429/503/504 (all methods: a throttled request was not processed)."""
+    """A session that retries 429/503/504, connection set-up failures, never a read timeout.
+
+    `creating_methods` (ClearVox: POST creates) are retried on 429 only; every other
+    method is retried on all three (Graph's POSTs, $batch and getSchedule, are reads).
+    """
     stats = stats or HttpStats()
     retry = CountingRetry(
         total=retries,
@@ -106,9 +121,21 @@ def make_session(
         raise_on_status=False,
         stats=stats,
         max_retry_after=max_retry_after,
+        creating_methods=frozenset(m.upper() for m in creating_methods),
     )
     session = CountingSession(stats, timeout)
     adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=pool_size)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
+
+
+def retries_made(resp: requests.Response) -> int:
+    """How many times the session retried before this response (0 when it was the first answer)."""
+    retry = getattr(resp.raw, "retries", None)
+    return len(getattr(retry, "history", None) or ())
+
+
+def after_retries(count: int) -> str:
+    """" after N retries" for a message, or "" when nothing was retried."""
+    return f" after {count} {'retry' if count == 1 else 'retries'}" if count > 0 else ""
