@@ -40,7 +40,7 @@ class Outcome:
     adopted: bool = False  # the create's outcome was unknown or refused, and the user proved to be ours
 
 
-def verb(action: Action) -> str:
+def _verb(action: Action) -> str:
     if isinstance(action, Create):
         return "create"
     if isinstance(action, Update):
@@ -136,7 +136,7 @@ class Applier:
         self._flush()
 
     def _fail(self, action: Action, exc: Exception) -> None:
-        reason = f"{verb(action)} failed: {exc}"
+        reason = f"{_verb(action)} failed: {exc}"
         self.ctx.report.add_failure(action.object_id, reason)
         self.failed[object_key(action.object_id)] = {"kind": "failed", "reason": reason}
         self._note(action, reason)

@@ -166,7 +166,8 @@ class _UsersRun:
         extra = {object_key(o) for o in awaiting_link(links)} | set(retries)
         if self.members is not None:
             extra |= set(self.members) ^ self.members_before
-        recheck = {k for k in recheck if k in rows} - touched  # deactivated lately: ask Graph, not the cache
+        # Deactivated by this connector lately and still inactive: ask Graph, not the cache, whether that was right.
+        recheck = {k for k in recheck if k in rows and rows[k].status == "deactivated"} - touched
         extra -= touched | recheck
         cache = load_cache(self.state, touched | extra)
         # Entra users sharing a mail with a touched user (old or new mail) may no longer be in conflict.
