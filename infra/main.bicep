@@ -144,6 +144,9 @@ param deployerPrincipalType string = 'ServicePrincipal'
 @description('Object ID of the operators\' group allowed to set and rotate the secrets. Empty grants nothing.')
 param secretsOfficerPrincipalId string = ''
 
+@description('Resource ID of the partner\'s Log Analytics workspace that every customer\'s app sends to (see infra/fleet.bicep). Empty gives this customer its own workspace.')
+param logAnalyticsWorkspaceId string = ''
+
 @description('Key Vault secret name of the Graph client secret.')
 param clientSecretName string = 'graph-client-secret'
 
@@ -190,6 +193,7 @@ module monitoring 'modules/monitoring.bicep' = {
     appInsightsName: names.appInsights
     location: location
     retentionInDays: logRetentionInDays
+    existingWorkspaceId: logAnalyticsWorkspaceId
     tags: allTags
   }
 }

@@ -9,6 +9,7 @@ count retries for the run report.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,12 @@ class HttpStats:
                 self.throttled += 1
 
 
+def wait(seconds: float) -> None:
+    """Every wait between retries goes through here (urllib3's Retry-After and back-off, Graph's
+    per-item `$batch` retries), so tests replace it and never wait for real."""
+    time.sleep(seconds)
+
+
 class CountingRetry(Retry):
     """`Retry` that caps Retry-After, reports each retry to `HttpStats`, and retries the
     methods in `creating_methods` only on 429 (the server says it did not process the request):
@@ -65,6 +72,18 @@ class CountingRetry(Retry):
 
     def parse_retry_after(self, retry_after: str) -> float:
         return min(super().parse_retry_after(retry_after), self.max_retry_after)
+
+    def sleep_for_retry(self, response: Any) -> bool:
+        retry_after = self.get_retry_after(response)
+        if retry_after:
+            wait(retry_after)
+            return True
+        return False
+
+    def _sleep_backoff(self) -> None:
+        backoff = self.get_backoff_time()
+        if backoff > 0:
+            wait(backoff)
 
     def increment(self, method: str | None = None, url: str | None = None, response: Any = None,
                   error: Exception | None = None, _pool: Any = None, _stacktrace: Any = None) -> CountingRetry:

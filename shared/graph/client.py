@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import random
 import re
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from shared import http
 from shared.errors import (
     ConfigError,
     ConsentError,
@@ -289,7 +289,7 @@ class Graph(GraphAuth):
                         results[item.id] = item
             pending = retry
             if pending:
-                time.sleep(min(wait, MAX_ITEM_RETRY_AFTER))
+                http.wait(min(wait, MAX_ITEM_RETRY_AFTER))
         return results
 
     def _send_batch(self, chunk: Sequence[BatchRequest]) -> list[BatchResponse]:

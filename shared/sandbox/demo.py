@@ -18,6 +18,7 @@ from shared.report import RunReport
 from shared.sandbox.azurite import Azurite
 from shared.sandbox.demo_tenant import DemoIds, seed
 from shared.sandbox.world import World
+from shared.settings import Tenant
 from shared.state import Store
 
 LABELS = {"available": "Beschikbaar", "away": "Afwezig", "busy": "Bezig", "dnd": "Niet storen", "elsewhere": "Werkt ergens anders"}
@@ -71,6 +72,8 @@ def run_demo(out: TextIO) -> int:
         _section(out, f"nexxt365 sync calendar --at {later:%H:%M} UTC (meetings over)")
         codes.append(_calendar(out, world, store, ids, later))
 
+        _status(out, world, store, tenant, now)
+
         _section(out, "summary")
         cv_users = list(world.clearvox.users.values())
         linked = sum(1 for u in cv_users if u.get("external_application_id"))
@@ -105,3 +108,16 @@ def _calendar(out: TextIO, world: World, store: Store, ids: DemoIds, at: datetim
             status = cv.status_of(user["id"])
             print(f"  {name:<8} {LABELS.get(status, status)}", file=out)
     return report.exit_code
+
+
+def _status(out: TextIO, world: World, store: Store, tenant: Tenant, now: datetime) -> None:
+    """`nexxt365 status` of two customers: this one, and a second whose client secret expires in 9 days."""
+    from shared.status import exit_code, render, tenant_status
+
+    soon = (now + timedelta(days=9)).date()
+    second = replace(tenant, key="fabrikam", secret_expiry=lambda: soon)
+    runner.run("users", second, store, verify=world.verify)
+    _section(out, "nexxt365 status")
+    statuses = [tenant_status(t, store.for_tenant(t.key)) for t in (tenant, second)]
+    print(render(statuses), file=out)
+    print(f"(exit code {exit_code(statuses)})", file=out)
