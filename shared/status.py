@@ -170,7 +170,7 @@ def newest_run(state: State, sync: str) -> tuple[datetime | None, dict[str, Any]
 
 
 def unlinked_count(state: State) -> int:
-    from shared.sync.users.run import unlinked_rows
+    from shared.sync.users.linking import unlinked_rows
 
     return len(unlinked_rows(state))
 
