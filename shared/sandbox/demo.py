@@ -54,7 +54,7 @@ def run_demo(out: TextIO) -> int:
         codes.append(users.exit_code)
 
         _section(out, "nexxt365 report unlinked")
-        from shared.sync.users.run import report_unlinked
+        from shared.sync.users.linking import report_unlinked
 
         buf = io.StringIO()
         report_unlinked(tenant, store, buf, csv_format=False)
