@@ -128,5 +128,5 @@ def test_doctor_shows_a_sync_that_another_run_holds(world: World, azurite: Azuri
     from shared.state import Store
 
     Store(azurite.connection_string).for_tenant(world.tenant.key).acquire_lease("contacts", timedelta(minutes=3))
-    code, text = doctor(world, azurite)
+    _, text = doctor(world, azurite)
     assert "WARN contacts sync lease: a run holds the lease since" in text and "not run (exit 3)" in text
