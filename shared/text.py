@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-_CONTROL = dict.fromkeys([*range(32), *range(127, 160)])  # C0, DEL, C1
+import re
+
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")  # C0 (but the whitespace ones), DEL, C1
+_SPACES = re.compile(r"[\t\n\r\v\f]")
 
 
 def without_controls(text: str) -> str:
-    """The text without control characters: no NUL, BEL, ESC sequence or line break from an Entra or
-    Outlook value reaches ClearVox. (What is printed is escaped instead: report.printable.)"""
-    return text.translate(_CONTROL)
+    """The text without control characters: line breaks and tabs become spaces, the rest (NUL, BEL, an
+    ESC sequence's ESC ...) is dropped, so no Entra or Outlook value can drive the PBX or a terminal.
+    (What the CLI prints is escaped instead: report.printable.)"""
+    return _CONTROL.sub("", _SPACES.sub(" ", text))

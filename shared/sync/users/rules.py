@@ -25,6 +25,7 @@ from shared.errors import (
     ConfigError,
 )
 from shared.phone import DEFAULT_REGION, UnparseablePhone, to_e164
+from shared.text import without_controls
 
 if TYPE_CHECKING:
     from shared.settings import Options
@@ -205,15 +206,6 @@ def is_valid_email(text: str) -> bool:
     return valid_email(text) is not None
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_SPACES = re.compile(r"[\t\n\r\v\f]")
-
-
-def clean(text: str) -> str:
-    """`text` without control characters (ESC, NUL, BEL ...); line breaks and tabs become spaces."""
-    return _CONTROL.sub("", _SPACES.sub(" ", text))
-
-
 def text_of(value: Any) -> str:
     return value.strip() if isinstance(value, str) else ""
 
@@ -261,10 +253,10 @@ def names(user: GraphUser) -> tuple[str, str, str]:
 
     ClearVox requires both names, so a one-word name is used for both.
     """
-    display = " ".join(clean(text_of(user.get("displayName"))).split())
+    display = " ".join(without_controls(text_of(user.get("displayName"))).split())
     dn_first, dn_last = split_display_name(display)
-    first = clean(text_of(user.get("givenName"))).strip() or dn_first
-    last = clean(text_of(user.get("surname"))).strip() or dn_last
+    first = without_controls(text_of(user.get("givenName"))).strip() or dn_first
+    last = without_controls(text_of(user.get("surname"))).strip() or dn_last
     if not first and not last:
         first = last = text_of(user.get("mail")).partition("@")[0]
     first, last = first or last, last or first
@@ -312,7 +304,7 @@ def desired_fields(user: GraphUser, region: str = DEFAULT_REGION) -> tuple[dict[
         fields["language"] = lang
     for name, value in fields.items():
         if isinstance(value, str):
-            fields[name] = clean(value).strip() or None
+            fields[name] = without_controls(value).strip() or None
     for name, limit in MAX_LENGTHS.items():
         value = fields.get(name)
         if isinstance(value, str) and len(value) > limit:
@@ -324,7 +316,7 @@ def desired_fields(user: GraphUser, region: str = DEFAULT_REGION) -> tuple[dict[
 def _norm(name: str, value: Any) -> Any:
     """Comparison form: no control characters, empty means None, emails ignore case."""
     if isinstance(value, str):
-        value = clean(value).strip()
+        value = without_controls(value).strip()
         if not value:
             return None
         if name == "email":
