@@ -107,6 +107,9 @@ param clearvoxConcurrency int = 16
 @description('Country for phone numbers without a country code (ISO 3166 two letters).')
 param defaultRegion string = 'NL'
 
+@description('Shared mailbox addresses, comma-separated, whose contacts become the ClearVox company phone book; empty: none.')
+param companyContacts string = ''
+
 @description('Overrides of the show-as to ClearVox status map, e.g. tentative=available,oof=away; empty keeps the defaults.')
 param statusMap string = ''
 
@@ -278,6 +281,7 @@ var appSettings = {
   NEXXT365_DEFAULT_REGION: defaultRegion
   NEXXT365_STATUS_MAP: statusMap
   NEXXT365_RESPECT_MANUAL: respectManual ? 'true' : 'false'
+  NEXXT365_COMPANY_CONTACTS: companyContacts
 }
 
 // The client secret is a setting only when the app signs in with one: secretless, there is none at all.
@@ -342,3 +346,4 @@ output NEXXT365_CLEARVOX_CONCURRENCY string = appSettings.NEXXT365_CLEARVOX_CONC
 output NEXXT365_DEFAULT_REGION string = appSettings.NEXXT365_DEFAULT_REGION
 output NEXXT365_STATUS_MAP string = appSettings.NEXXT365_STATUS_MAP
 output NEXXT365_RESPECT_MANUAL string = appSettings.NEXXT365_RESPECT_MANUAL
+output NEXXT365_COMPANY_CONTACTS string = appSettings.NEXXT365_COMPANY_CONTACTS

@@ -147,7 +147,7 @@ def _print_reports(reports: Sequence[RunReport], as_json: bool, out: TextIO) -> 
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    from shared.sync.users.run import report_unlinked
+    from shared.sync.users.linking import report_unlinked
 
     store = Store(settings.state_connection())
     for tenant in _tenants(settings, args.tenant):
@@ -156,7 +156,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
 
 
 def cmd_link(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    from shared.sync.users.run import link_from_csv
+    from shared.sync.users.linking import link_from_csv
 
     store = Store(settings.state_connection())
     code = EXIT_OK

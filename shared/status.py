@@ -153,7 +153,7 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def unlinked_count(state: State) -> int:
-    from shared.sync.users.run import unlinked_rows
+    from shared.sync.users.linking import unlinked_rows
 
     return len(unlinked_rows(state))
 

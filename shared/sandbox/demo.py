@@ -23,7 +23,7 @@ from shared.doctor import render, run_doctor
 from shared.errors import ConfigError
 from shared.report import RunReport
 from shared.sandbox.azurite import Azurite
-from shared.sandbox.demo_tenant import DemoIds, seed
+from shared.sandbox.demo_tenant import COMPANY_CONTACTS, DemoIds, seed
 from shared.sandbox.world import World
 from shared.settings import Tenant
 from shared.sign_in import MANAGED_IDENTITY, SECRET
@@ -65,7 +65,7 @@ def run_demo(out: TextIO) -> int:
         ids = seed(world, now)
         store = Store(azurite.connection_string)
         expires = (now + timedelta(days=540)).date()  # as noted from Certificates & secrets
-        tenant = replace(world.tenant, secret_expiry=lambda: expires)
+        tenant = replace(world.tenant_with(company_contacts=COMPANY_CONTACTS), secret_expiry=lambda: expires)
         codes: list[int] = []
         print(f"Sandbox: Microsoft Graph {world.graph.url}, ClearVox {world.clearvox.url}, Azurite {azurite.port}", file=out)
         print(f"Sign-in: {describe(tenant)}", file=out)
@@ -81,7 +81,7 @@ def run_demo(out: TextIO) -> int:
         codes.append(users.exit_code)
 
         _section(out, "nexxt365 report unlinked")
-        from shared.sync.users.run import report_unlinked
+        from shared.sync.users.linking import report_unlinked
 
         buf = io.StringIO()
         report_unlinked(tenant, store, buf, csv_format=False)
@@ -91,7 +91,7 @@ def run_demo(out: TextIO) -> int:
         contacts = runner.run("contacts", tenant, store, verify=world.verify)
         _report(out, contacts)
         codes.append(contacts.exit_code)
-        _public_contact_kept(out, world, store, ids)
+        _public_contact_kept(out, world, store, ids, tenant)
 
         _section(out, f"nexxt365 sync calendar --at {now:%H:%M} UTC (meetings running)")
         codes.append(_calendar(out, world, store, ids, now))
@@ -111,7 +111,7 @@ def run_demo(out: TextIO) -> int:
         return worst
 
 
-def _public_contact_kept(out: TextIO, world: World, store: Store, ids: DemoIds) -> None:
+def _public_contact_kept(out: TextIO, world: World, store: Store, ids: DemoIds, tenant: Tenant) -> None:
     """A user made a synced contact public in ClearVox; then it is deleted in Outlook: it stays."""
     cv = world.clearvox
     match = [c for c in cv.contacts.values() if c.get("external_id") == ids.public_contact_graph_id]
@@ -120,7 +120,7 @@ def _public_contact_kept(out: TextIO, world: World, store: Store, ids: DemoIds) 
     cv.make_contact_public(match[0]["id"])
     world.graph.delete_contact(ids.public_contact_graph_id)
     print(f"\n(Anna made '{match[0]['display_name']}' public in ClearVox, then deleted it in Outlook)", file=out)
-    again = runner.run("contacts", world.tenant, store, verify=world.verify)
+    again = runner.run("contacts", tenant, store, verify=world.verify)
     _report(out, again)
 
 
