@@ -54,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     link = sub.add_parser("link", help="link the reviewed rows of `report unlinked --csv`")
     link.add_argument("--csv", required=True, metavar="FILE")
 
+    dispatch = sub.add_parser("dispatch", help="put one message per tenant on the sync's queue (what the timer does in queue mode)")
+    dispatch.add_argument("which", choices=sync_names())
+    work = sub.add_parser("work", help="run the sync's queued messages (what the queue trigger does)")
+    work.add_argument("which", choices=sync_names())
+    work.add_argument("--until-empty", action="store_true", help="stop when the queue is empty (default: keep polling)")
+    work.add_argument("--concurrency", type=int, default=16, help="messages run at a time (host.json batchSize)")
+
     sub.add_parser("demo", help="everything against the built-in sandbox")
     return parser
 
@@ -156,7 +163,20 @@ def cmd_demo(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     return run_demo(out)
 
 
-COMMANDS = {"doctor": cmd_doctor, "sync": cmd_sync, "report": cmd_report, "link": cmd_link, "demo": cmd_demo}
+def cmd_dispatch(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    from shared.dispatch import cli_dispatch
+
+    return cli_dispatch(args, settings, out)
+
+
+def cmd_work(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    from shared.dispatch import cli_work
+
+    return cli_work(args, settings, out)
+
+
+COMMANDS = {"doctor": cmd_doctor, "sync": cmd_sync, "report": cmd_report, "link": cmd_link, "demo": cmd_demo,
+            "dispatch": cmd_dispatch, "work": cmd_work}
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None, settings: Settings | None = None) -> int:
