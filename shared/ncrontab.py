@@ -126,4 +126,5 @@ def latest_at_or_before(expr: str, moment: datetime) -> datetime:
 
 def interval(expr: str, due: datetime) -> timedelta:
     """The gap between the tick `due` belongs to and the next one: how long a run of that tick may still start."""
-    return next_after(expr, due) - latest_at_or_before(expr, due)
+    tick = latest_at_or_before(expr, due)
+    return next_after(expr, tick) - tick
