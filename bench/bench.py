@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fleet-users", type=int, default=40, help="fleet: linked users per customer")
     parser.add_argument("--workers", type=_ints, default=(1, 2, 4, 8), help="fleet: worker processes to try, e.g. 1,2,4,8")
     parser.add_argument("--inline-tenants", type=_ints, default=(100,), help="fleet: inline mode for these fleet sizes")
+    parser.add_argument("--split-users", type=int, default=8_000, help="fleet-split: linked users of the large customer")
     parser.add_argument("--only", action="append", help="run only scenarios whose name starts with this (repeatable)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ns = parser.parse_args(argv)
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         args = BenchArgs(users=ns.users, latency_ms=ns.latency_ms, contact_users=ns.contact_users,
                          contacts_per_user=ns.contacts_per_user, calendar_users=ns.calendar_users, azurite=az.connection_string,
                          fleet_tenants=ns.tenants, fleet_users=ns.fleet_users, fleet_workers=ns.workers,
-                         inline_tenants=ns.inline_tenants)
+                         inline_tenants=ns.inline_tenants, split_users=ns.split_users)
         for name in chosen:
             print(f"running {name} ...", file=sys.stderr, flush=True)
             results.extend(table[name](args))

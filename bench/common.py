@@ -25,6 +25,7 @@ class BenchArgs:
     fleet_users: int = 40
     fleet_workers: tuple[int, ...] = (1, 2, 4, 8)
     inline_tenants: tuple[int, ...] = (100,)
+    split_users: int = 8_000
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Fleet benchmark: a multi-customer app's calendar minute, queue fan-out with K workers beside inline mode.
 
     python -m bench.bench --only fleet [--tenants 100] [--workers 1,2,4,8] [--inline-tenants 100,1000]
+    python -m bench.bench --only split [--split-users 8000]
 
 T customers (--tenants, default 100; the issue's fleet is 1,000), each with 40 linked users
 (--fleet-users), every request at 100 ms latency on the simulators (whatever --latency-ms says).
@@ -18,6 +19,9 @@ fleet-queue K=k   k worker processes, each what one Flex Consumption instance do
                   over the minute / T), from which the instances of a real fleet follow.
 fleet-inline T=n  the same minutes with NEXXT365_FANOUT=inline: one process runs every customer
                   (`runner.run_all`, 4 at a time), as the timer does today.
+split-large-customer  one customer of --split-users (default 8,000) linked users, 4 workers: the transitions
+                  and quiet minutes run whole, and split into parts of 4,000, 2,000 and 1,000 users
+                  (the cold minute before them tells the dispatcher the size): where splitting pays off.
 """
 
 from __future__ import annotations
@@ -37,11 +41,14 @@ from shared.queues import queue_client
 from shared.sandbox.world import World
 from shared.settings import Settings, Tenant
 from shared.state import Store
+from shared.sync import split
+from shared.sync.split import USERS_PER_PART
 from shared.sync.users.rules import Link
 
 LATENCY_MS = 100.0
 WORLDS = 4
 MINUTES = ("cold", "transitions", "quiet")
+SPLIT_WORKERS = 4
 SCHEDULE = "00:01:00"  # TimeSpan form: a message is stale 60 s after it was dispatched
 
 
@@ -192,7 +199,10 @@ def _requests(fleet: Fleet) -> tuple[int, int]:
     return (sum(len(w.graph.requests_to()) for w in fleet.worlds), sum(len(w.clearvox.requests_to()) for w in fleet.worlds))
 
 
-def _queue_minutes(fleet: Fleet, args: BenchArgs, k: int, env: dict[str, str]) -> list[Result]:
+def _queue_minutes(fleet: Fleet, args: BenchArgs, k: int, env: dict[str, str], part: int | None = None,
+                   label: str = "fleet-queue") -> list[Result]:
+    """The three minutes with k workers; with `part`, the minutes after the first split a tenant into parts
+    of that many users (the first minute tells the dispatcher the size)."""
     customers = fleet.customers(f"q{k}{uuid.uuid4().hex[:4]}")
     store = Store(args.azurite)
     fleet.reset(store, customers)
@@ -209,16 +219,19 @@ def _queue_minutes(fleet: Fleet, args: BenchArgs, k: int, env: dict[str, str]) -
         cpu[index] = at_ready
     rows = []
     try:
-        for minute in MINUTES:
-            rows.append(_queue_minute(fleet, settings, k, minute, results, cpu))
+        for n, minute in enumerate(MINUTES):
+            split.USERS_PER_PART = (part or 10**9) if n else 10**9
+            rows.append(_queue_minute(fleet, settings, k, minute, results, cpu, label))
     finally:
+        split.USERS_PER_PART = USERS_PER_PART
         stop.set()
         for proc in procs:
             proc.join(timeout=30)
     return rows
 
 
-def _queue_minute(fleet: Fleet, settings: FleetSettings, k: int, minute: str, results: Any, cpu: dict[int, float]) -> Result:
+def _queue_minute(fleet: Fleet, settings: FleetSettings, k: int, minute: str, results: Any, cpu: dict[int, float],
+                  label: str) -> Result:
     expected = fleet.transitions() if minute == "transitions" else 0
     fleet.clear_logs()
     before = dict(cpu)
@@ -242,8 +255,8 @@ def _queue_minute(fleet: Fleet, settings: FleetSettings, k: int, minute: str, re
     graph, clearvox = _requests(fleet)
     tenants = len(settings.fleet)
     worker_cpu = sum(cpu.values()) - sum(before.values())
-    result = Result(f"fleet-queue K={k} T={tenants} {minute}", wall, graph, clearvox, written)
-    result.extra.update({"dispatch_s": round(dispatch_s, 2), "last_done_s": round(wall, 2), "stale": stale,
+    result = Result(f"{label} K={k} T={tenants} {minute}", wall, graph, clearvox, written)
+    result.extra.update({"messages": sent.messages, "dispatch_s": round(dispatch_s, 2), "last_done_s": round(wall, 2), "stale": stale,
                          "lost": sent.messages - done - stale, "failed": failed, "msgs_per_s": round(done / max(wall, 1e-9), 1),
                          "cpu_ms_per_tenant": round(1000 * worker_cpu / max(done, 1), 1),
                          "transitions_made": expected or None})
@@ -299,4 +312,20 @@ def fleet(args: BenchArgs) -> list[Result]:
     return rows
 
 
-SCENARIOS = {"fleet": fleet}
+def fleet_split(args: BenchArgs) -> list[Result]:
+    """One large customer (--split-users, default 8,000) with 4 workers: whole, and split into parts of 4,000,
+    2,000 and 1,000 users from the second minute on."""
+    sims = Fleet(1, args.split_users)
+    env = {"NEXXT365_STATE": args.azurite, "AzureWebJobsStorage": args.azurite, "NEXXT365_FANOUT": "queue",
+           "NEXXT365_CALENDAR_SCHEDULE": SCHEDULE, "REQUESTS_CA_BUNDLE": sims.worlds[0].verify}
+    rows: list[Result] = []
+    try:
+        for part in (None, 4000, 2000, 1000):
+            label = f"split U={args.split_users} " + (f"parts of {part}" if part else "whole")
+            rows += _queue_minutes(sims, args, SPLIT_WORKERS, env, part, label)[1:]
+    finally:
+        sims.stop()
+    return rows
+
+
+SCENARIOS = {"fleet": fleet, "split-large-customer": fleet_split}

@@ -203,6 +203,7 @@ def dispatch(settings: Settings, sync: str, *, now: datetime | None = None, only
     queue = queue_client(settings, spec.queue)
     ttl = int(max(MESSAGE_TTL, 2 * ncrontab.interval(schedule_of(settings, spec), due)).total_seconds())
     result = Dispatched(sync, due, tenants=len(tenants))
+    counting = threading.Lock()
 
     def one(tenant: Tenant) -> None:
         try:
@@ -216,9 +217,10 @@ def dispatch(settings: Settings, sync: str, *, now: datetime | None = None, only
             messages = _messages(spec, tenant.key, state, due)
             for message in messages:
                 queue.send_message(message.to_json(), time_to_live=ttl)
-            result.messages += len(messages)
-            if len(messages) > 1:
-                result.split[tenant.key] = len(messages)
+            with counting:
+                result.messages += len(messages)
+                if len(messages) > 1:
+                    result.split[tenant.key] = len(messages)
         except Exception as exc:  # one tenant's state must not stop the others' messages
             log.error("nexxt365 dispatch sync=%s tenant=%s failed: %s", sync, tenant.key, type(exc).__name__)
             result.failed.append(tenant.key)
