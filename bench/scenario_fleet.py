@@ -175,7 +175,7 @@ def _worker(index: int, env: dict[str, str], customers: list[Customer], results:
 
     def on_report(report: Any) -> None:
         results.put(("done", index, time.time(), time.process_time(), report.extra.get("result") == "stale",
-                     report.updated if not report.error else -1))
+                     report.updated if not (report.error or report.failed) else -1 - report.updated))
 
     dispatch.work(settings, "calendar", stop=halt, on_report=on_report)
 
@@ -249,8 +249,8 @@ def _queue_minute(fleet: Fleet, settings: FleetSettings, k: int, minute: str, re
         last = max(last, at)
         stale += is_stale
         done += not is_stale
-        failed += updated < 0
-        written += max(updated, 0)
+        failed += updated < 0  # the run failed, or some of its users did (kept for the next minute)
+        written += updated if updated >= 0 else -1 - updated
     wall = last - started
     graph, clearvox = _requests(fleet)
     tenants = len(settings.fleet)

@@ -122,6 +122,21 @@ def test_a_failing_run_completes_its_message_and_is_reported(fleet: list[World],
     assert peek(queues, "nexxt365-users") == [] and peek(queues, "nexxt365-users-poison") == []
 
 
+def test_a_message_whose_run_is_not_run_completes(fleet: list[World], azurite: Azurite, queues: QueueServiceClient) -> None:
+    world = fleet[0]
+    settings = settings_for(azurite, [world])
+    held = Store(azurite.connection_string).for_tenant(world.tenant.key).acquire_lease("users", timedelta(minutes=5))
+    assert held is not None
+    put(queues, dispatch.Message("users", world.tenant.key, datetime.now(UTC)))
+
+    code, out = nexxt365(settings, "work", "users", "--until-empty")
+
+    assert code == 0, out
+    assert "ran 1, stale (dropped) 0, with failures 0, retried 0" in out
+    assert world.clearvox.user_by_email("jan0@contoso.nl") is None  # another run holds the lease: not run
+    assert peek(queues, "nexxt365-users") == []
+
+
 def test_a_stale_message_is_dropped_and_reported_never_run(fleet: list[World], azurite: Azurite,
                                                            queues: QueueServiceClient) -> None:
     world = fleet[0]
