@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tenants", type=int, default=100, help="fleet: simulated customers (the issue's fleet: 1000)")
     parser.add_argument("--fleet-users", type=int, default=40, help="fleet: linked users per customer")
     parser.add_argument("--workers", type=_ints, default=(1, 2, 4, 8), help="fleet: worker processes to try, e.g. 1,2,4,8")
-    parser.add_argument("--inline-tenants", type=_ints, default=(100,), help="fleet: inline mode for these fleet sizes")
+    parser.add_argument("--inline-tenants", type=_ints, default=(100,), help="fleet: inline mode for these fleet sizes (0: none)")
     parser.add_argument("--split-users", type=int, default=8_000, help="fleet-split: linked users of the large customer")
     parser.add_argument("--only", action="append", help="run only scenarios whose name starts with this (repeatable)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")

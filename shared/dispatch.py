@@ -204,17 +204,18 @@ def dispatch(settings: Settings, sync: str, *, now: datetime | None = None, only
     ttl = int(max(MESSAGE_TTL, 2 * ncrontab.interval(schedule_of(settings, spec), due)).total_seconds())
     result = Dispatched(sync, due, tenants=len(tenants))
     counting = threading.Lock()
+    health = _rows_of_every_tenant(store, "health", sync)  # two queries, not two reads per tenant
+    sizes = _rows_of_every_tenant(store, SIZE_TABLE, sync) if sync in SPLIT_SYNCS else {}
 
     def one(tenant: Tenant) -> None:
         try:
-            state = store.for_tenant(tenant.key)
-            until = runner.backed_off_until(state, sync)
+            until = runner.backoff_end(health.get(tenant.key))
             if until is not None:
                 log.warning("nexxt365 dispatch sync=%s tenant=%s not dispatched: backed off until %s UTC",
                             sync, tenant.key, f"{until:%Y-%m-%d %H:%M}")
                 result.backed_off.append(tenant.key)
                 return
-            messages = _messages(spec, tenant.key, state, due)
+            messages = _messages(spec, tenant.key, sizes.get(tenant.key), due)
             for message in messages:
                 queue.send_message(message.to_json(), time_to_live=ttl)
             with counting:
@@ -232,10 +233,16 @@ def dispatch(settings: Settings, sync: str, *, now: datetime | None = None, only
     return result
 
 
-def _messages(spec: SyncSpec, tenant: str, state: State, due: datetime) -> list[Message]:
+def _rows_of_every_tenant(store: Store, table: str, sync: str) -> dict[str, dict[str, Any]]:
+    """Each tenant's row `sync` of a per-tenant table, by tenant key (a tenant key is its PartitionKey)."""
+    rows = store.table(table).query_entities("RowKey eq @sync", parameters={"sync": sync})
+    return {str(row["PartitionKey"]): dict(row) for row in rows}
+
+
+def _messages(spec: SyncSpec, tenant: str, size: dict[str, Any] | None, due: datetime) -> list[Message]:
     if spec.name not in SPLIT_SYNCS:
         return [Message(spec.name, tenant, due)]
-    users = (state.get(SIZE_TABLE, spec.name) or {}).get("linked_users")
+    users = (size or {}).get("linked_users")
     known = int(users) if isinstance(users, int) else None
     ranges = parts(known or 0)
     if not ranges:

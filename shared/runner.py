@@ -112,7 +112,12 @@ def _fail(report: RunReport, exc: Exception, spec: SyncSpec, state: State | None
 
 def backed_off_until(state: State, sync: str, now: datetime | None = None) -> datetime | None:
     """Until when this tenant's sync is backed off after failed runs (an admin must fix something), or None."""
-    next_try = (state.get("health", sync) or {}).get("next_try")
+    return backoff_end(state.get("health", sync), now)
+
+
+def backoff_end(health: dict[str, Any] | None, now: datetime | None = None) -> datetime | None:
+    """The same from a health row already read (the dispatcher reads every tenant's row in one query)."""
+    next_try = (health or {}).get("next_try")
     return next_try if isinstance(next_try, datetime) and next_try > (now or datetime.now(UTC)) else None
 
 
