@@ -173,11 +173,12 @@ def _worker(index: int, env: dict[str, str], customers: list[Customer], results:
         halt.set()
 
     threading.Thread(target=relay, daemon=True).start()
-    results.put(("ready", index, time.time(), time.process_time(), False, 0))
+    results.put(("ready", index, time.time(), time.process_time(), False, 0, ""))
 
     def on_report(report: Any) -> None:
+        reason = report.error or (report.failed[0]["reason"] if report.failed else "")
         results.put(("done", index, time.time(), time.process_time(), report.extra.get("result") == "stale",
-                     report.updated if not (report.error or report.failed) else -1 - report.updated))
+                     report.updated if not reason else -1 - report.updated, reason[:120]))
 
     dispatch.work(settings, "calendar", stop=halt, on_report=on_report)
 
@@ -217,7 +218,7 @@ def _queue_minutes(fleet: Fleet, args: BenchArgs, k: int, env: dict[str, str], p
         proc.start()
     cpu = {}
     for _ in procs:
-        _, index, _, at_ready, _, _ = results.get(timeout=120)
+        _, index, _, at_ready, _, _, _ = results.get(timeout=120)
         cpu[index] = at_ready
     rows = []
     try:
@@ -242,9 +243,10 @@ def _queue_minute(fleet: Fleet, settings: FleetSettings, k: int, minute: str, re
     dispatch_s = time.time() - started
     done = stale = failed = written = 0
     last = started
+    reasons: dict[str, int] = {}
     while done + stale < sent.messages:
         try:
-            _, index, at, cpu_now, is_stale, updated = results.get(timeout=180)
+            _, index, at, cpu_now, is_stale, updated, reason = results.get(timeout=180)
         except stdqueue.Empty:
             break
         cpu[index] = cpu_now
@@ -252,6 +254,8 @@ def _queue_minute(fleet: Fleet, settings: FleetSettings, k: int, minute: str, re
         stale += is_stale
         done += not is_stale
         failed += updated < 0  # the run failed, or some of its users did (kept for the next minute)
+        if reason:
+            reasons[reason] = reasons.get(reason, 0) + 1
         written += updated if updated >= 0 else -1 - updated
     wall = last - started
     graph, clearvox = _requests(fleet)
@@ -263,7 +267,9 @@ def _queue_minute(fleet: Fleet, settings: FleetSettings, k: int, minute: str, re
                          "cpu_ms_per_tenant": round(1000 * worker_cpu / max(done, 1), 1),
                          "transitions_made": expected or None})
     if stale or failed or done + stale < sent.messages:
-        result.extra["error"] = f"{stale} stale, {failed} failed, {sent.messages - done - stale} not done"
+        worst = max(reasons, key=lambda r: reasons[r]) if reasons else ""
+        result.extra["error"] = (f"{stale} stale, {failed} with failures, {sent.messages - done - stale} not done"
+                                 + (f"; most often: {worst}" if worst else ""))
     return result
 
 
