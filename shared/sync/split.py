@@ -1,7 +1,7 @@
 """Splitting one tenant's calendar run into user ranges, so that queue workers share a very large customer.
 
 In queue fan-out mode a tenant with more than USERS_PER_PART linked users gets one
-message per part, each with `"range": [start, end]`: the slice [start:end) of its
+message per part (even parts of at most USERS_PER_PART users), each with `"range": [start, end]`: the slice [start:end) of its
 linked users sorted by Entra object id (`end` null: to the last). The runner hands
 the range to the run as `args["range"]`; the calendar run keeps all users for its
 bookkeeping (so it forgets nobody else's ledger row) and resolves only its range.
@@ -10,6 +10,7 @@ Each part holds its own lease (`calendar@<start>`), so the parts run side by sid
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -19,17 +20,20 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 SPLIT_SYNCS = ("calendar",)  # the syncs whose run honours args["range"]
-USERS_PER_PART = 2000  # see docs/deploy.md "Large customers" and the fleet bench
+USERS_PER_PART = 2000  # docs/deploy.md (Queue fan-out, large customers) and bench/scenario_fleet.py
 
 
 def parts(users: int, size: int | None = None) -> list[tuple[int, int | None]]:
-    """The ranges for a tenant of `users` linked users: none to split up to `size` (USERS_PER_PART), else
-    slices of `size`; the last one is open, so users linked since the count was taken are still run."""
+    """The ranges for a tenant of `users` linked users: none up to `size` (USERS_PER_PART), else as few
+    even parts as keep each at most `size`; the last one is open, so users linked since the count was
+    taken are still run."""
     size = size or USERS_PER_PART
     if users <= size:
         return []
-    starts = list(range(0, users, size))
-    return [(start, start + size) for start in starts[:-1]] + [(starts[-1], None)]
+    count = math.ceil(users / size)
+    starts = [users * i // count for i in range(count)]
+    ends: list[int | None] = [*starts[1:], None]
+    return list(zip(starts, ends, strict=True))
 
 
 def user_range(args: Mapping[str, Any]) -> tuple[int, int | None] | None:

@@ -226,10 +226,10 @@ def test_a_large_calendar_tenant_is_split_into_user_ranges(fleet: list[World], a
     ranges = sorted((m["range"] for m in peek(queues, "nexxt365-calendar")), key=lambda r: r[0])  # type: ignore[index]
 
     assert second.split == {world.tenant.key: 3}
-    assert ranges == [[0, 2], [2, 4], [4, None]]
+    assert ranges == [[0, 1], [1, 3], [3, None]]
     code, out = nexxt365(settings, "work", "calendar", "--until-empty", "--concurrency", "1")
     assert code == 0 and "ran 3," in out, out
     reports = [json.loads(r["report"]) for r in Store(azurite.connection_string).for_tenant(world.tenant.key).rows("runs").values()]
     parts = sorted((r["range"], r["linked_users"], r["linked_total"]) for r in reports if "range" in r)
-    assert parts == [([0, 2], 2, 5), ([2, 4], 2, 5), ([4, None], 1, 5)]
+    assert parts == [([0, 1], 1, 5), ([1, 3], 2, 5), ([3, None], 2, 5)]
     assert [world.clearvox.status_of(cv) for cv in cv_ids] == ["busy"] * 5  # nobody's ledger row was forgotten

@@ -82,8 +82,9 @@ def test_a_message_is_stale_from_its_syncs_next_tick() -> None:
 
 def test_split_parts_cover_every_user_once() -> None:
     assert split.parts(2000) == []
-    assert split.parts(2001) == [(0, 2000), (2000, None)]
+    assert split.parts(2001) == [(0, 1000), (1000, None)]
     assert split.parts(20_000, 5000) == [(0, 5000), (5000, 10000), (10000, 15000), (15000, None)]
+    assert split.parts(9_000, 2000) == [(0, 1800), (1800, 3600), (3600, 5400), (5400, 7200), (7200, None)]
     assert split.lease_name("calendar", {}) == "calendar"
     assert split.lease_name("calendar", {"range": [4000, None]}) == "calendar@4000"
 
