@@ -40,6 +40,7 @@ from bench.common import BenchArgs, Result
 from shared import dispatch, runner
 from shared.queues import queue_client
 from shared.sandbox.world import World
+from shared.secrets import KeyVault
 from shared.settings import Settings, Tenant
 from shared.state import Store
 from shared.sync import split
@@ -80,7 +81,7 @@ class FleetSettings(Settings):
         super().__init__(env=env, local={})
         self.fleet = [c.as_tenant() for c in customers]
 
-    def tenants(self) -> list[Tenant]:
+    def tenants(self, vault: KeyVault | None = None) -> list[Tenant]:
         return list(self.fleet)
 
 

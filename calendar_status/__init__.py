@@ -6,6 +6,7 @@ import azure.functions as func
 
 from shared import dispatch
 from shared.sync.base import spec_for
+from shared.timer import tick
 
 bp = func.Blueprint()
 
@@ -13,7 +14,7 @@ bp = func.Blueprint()
 @bp.timer_trigger(schedule="%NEXXT365_CALENDAR_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
 def calendar_status(timer: func.TimerRequest) -> None:
     """Thin on purpose: all logic is in shared/ and runs the same from the CLI and the tests."""
-    dispatch.on_timer("calendar")  # NEXXT365_FANOUT: run every tenant here (inline) or dispatch them (queue)
+    tick("calendar", timer)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=spec_for("calendar").queue, connection="AzureWebJobsStorage")

@@ -112,15 +112,14 @@ param clearvoxConcurrency int = 16
 @description('Country for phone numbers without a country code (ISO 3166 two letters).')
 param defaultRegion string = 'NL'
 
+@description('Shared mailbox addresses, comma-separated, whose contacts become the ClearVox company phone book; empty: none.')
+param companyContacts string = ''
+
 @description('Overrides of the show-as to ClearVox status map, e.g. tentative=available,oof=away; empty keeps the defaults.')
 param statusMap string = ''
 
 @description('Keep a status the user changed by hand during an event after the event ends, instead of restoring Beschikbaar.')
 param respectManual bool = false
-
-@description('Calendar look-ahead in minutes (0 is off).')
-@minValue(0)
-param calendarLookahead int = 0
 
 // ------------------------------------------------------------- operations
 
@@ -155,6 +154,9 @@ param deployerPrincipalType string = 'ServicePrincipal'
 
 @description('Object ID of the operators\' group allowed to set and rotate the secrets. Empty grants nothing.')
 param secretsOfficerPrincipalId string = ''
+
+@description('Resource ID of the partner\'s Log Analytics workspace that every customer\'s app sends to (see infra/fleet.bicep). Empty gives this customer its own workspace.')
+param logAnalyticsWorkspaceId string = ''
 
 @description('Key Vault secret name of the Graph client secret.')
 param clientSecretName string = 'graph-client-secret'
@@ -202,6 +204,7 @@ module monitoring 'modules/monitoring.bicep' = {
     appInsightsName: names.appInsights
     location: location
     retentionInDays: logRetentionInDays
+    existingWorkspaceId: logAnalyticsWorkspaceId
     tags: allTags
   }
 }
@@ -285,7 +288,7 @@ var appSettings = {
   NEXXT365_DEFAULT_REGION: defaultRegion
   NEXXT365_STATUS_MAP: statusMap
   NEXXT365_RESPECT_MANUAL: respectManual ? 'true' : 'false'
-  NEXXT365_CALENDAR_LOOKAHEAD: string(calendarLookahead)
+  NEXXT365_COMPANY_CONTACTS: companyContacts
 }
 
 module functionApp 'modules/functionapp.bicep' = {
@@ -345,4 +348,4 @@ output NEXXT365_CLEARVOX_CONCURRENCY string = appSettings.NEXXT365_CLEARVOX_CONC
 output NEXXT365_DEFAULT_REGION string = appSettings.NEXXT365_DEFAULT_REGION
 output NEXXT365_STATUS_MAP string = appSettings.NEXXT365_STATUS_MAP
 output NEXXT365_RESPECT_MANUAL string = appSettings.NEXXT365_RESPECT_MANUAL
-output NEXXT365_CALENDAR_LOOKAHEAD string = appSettings.NEXXT365_CALENDAR_LOOKAHEAD
+output NEXXT365_COMPANY_CONTACTS string = appSettings.NEXXT365_COMPANY_CONTACTS

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared import ncrontab, runner
 from shared.errors import EXIT_CONFIG, EXIT_ITEM_FAILURES, EXIT_OK, ConfigError, Nexxt365Error
-from shared.queues import queue_client
+from shared.queues import queue_client, queue_service
 from shared.report import RunReport
 from shared.settings import Settings, Tenant
 from shared.state import State, Store
@@ -292,9 +292,16 @@ def _dropped(state: State, message: Message, following: datetime, now: datetime)
 
 
 def poison_count(settings: Settings, sync: str) -> int:
-    """Approximately how many messages of this sync are in its poison queue (for `nexxt365 status`)."""
-    client = queue_client(settings, spec_for(sync).queue + POISON_SUFFIX)
-    return int(client.get_queue_properties().approximate_message_count or 0)
+    """Approximately how many messages of this sync are in its poison queue (for `nexxt365 status`); 0 when
+    there is no such queue. Asks once, without the SDK's retries, so a status without queues stays quick."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    service = queue_service(settings, retry_total=0, connection_timeout=5)
+    try:
+        properties = service.get_queue_client(spec_for(sync).queue + POISON_SUFFIX).get_queue_properties()
+    except ResourceNotFoundError:
+        return 0
+    return int(properties.approximate_message_count or 0)
 
 
 # ---------------------------------------------------------------- `work`: the queue trigger from a laptop

@@ -2,35 +2,23 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+from shared.check import Check
 from shared.clearvox import ClearVox
+from shared.clearvox_contract import contract_check
 from shared.clients import clients
 from shared.errors import AccountNotFound, ClearVoxError, Nexxt365Error
-from shared.graph.client import CONSENT_STEP, Graph
+from shared.graph.auth import CONSENT_STEP
+from shared.graph.client import Graph
+from shared.graph.users import all_users
 from shared.settings import Tenant
-from shared.state import Store
+from shared.state import State, Store
 from shared.sync.base import syncs
+from shared.sync.users.rules import is_valid_email, text_of
 
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 EXPIRY_WARNING = timedelta(days=30)
-
-
-@dataclass
-class Check:
-    name: str
-    status: str  # OK | FAIL | WARN | SKIP
-    detail: str
-
-    @property
-    def passed(self) -> bool:
-        return self.status in ("OK", "WARN", "SKIP")
-
-    def to_json(self) -> dict[str, str]:
-        return {"check": self.name, "status": self.status, "detail": self.detail}
 
 
 def _attempt(name: str, fn: Callable[[], str]) -> Check:
@@ -42,8 +30,13 @@ def _attempt(name: str, fn: Callable[[], str]) -> Check:
         return Check(name, "FAIL", f"unexpected {type(exc).__name__}")
 
 
-def run_doctor(tenant: Tenant, store: Store | None, *, verify: str | bool | None = None, today: date | None = None) -> list[Check]:
-    """All checks for one tenant; later checks are skipped when what they need failed."""
+def run_doctor(tenant: Tenant, store: Store | None, *, verify: str | bool | None = None, today: date | None = None,
+               contract: bool = False) -> list[Check]:
+    """All checks for one tenant; later checks are skipped when what they need failed.
+
+    Settings (status map, schedules, region, bounds) were checked when `tenant` was read, as in every run.
+    With `contract`, every ClearVox path and field the client relies on is checked as well (read-only).
+    """
     checks: list[Check] = []
     with clients(tenant, verify, reuse_tokens=False) as (graph, cv):  # prove the credentials work now
         token = _attempt("Microsoft Entra token",
@@ -56,12 +49,19 @@ def run_doctor(tenant: Tenant, store: Store | None, *, verify: str | bool | None
                 checks.append(_attempt("Microsoft Graph users", lambda: _users_summary(graph)))
             else:
                 checks.append(Check("Microsoft Graph users", "SKIP", "needs User.Read.All"))
+            for spec in syncs():
+                checks.extend(spec.doctor(graph, tenant))
         else:
             checks.append(Check("permissions", "SKIP", "needs a token"))
         checks.append(_secret_expiry(tenant, today or datetime.now(UTC).date()))
         checks.extend(_clearvox_checks(cv, tenant))
+        if contract:
+            checks.extend(contract_checks(cv))
     if store is not None:
-        checks.append(_attempt("state storage", lambda: (store.table("runs"), "tables reachable")[1]))
+        storage = _attempt("state storage", lambda: (store.table("runs"), "tables reachable")[1])
+        checks.append(storage)
+        if storage.passed:
+            checks.extend(_lease_checks(store.for_tenant(tenant.key)))
     return checks
 
 
@@ -88,14 +88,31 @@ def _permission_checks(tenant: Tenant, roles: set[str]) -> list[Check]:
 
 def _users_summary(graph: Graph) -> str:
     total = with_mail = 0
-    for user in graph.iter_items("/users", params={"$select": "id,mail,userPrincipalName", "$top": "999"}):
+    for user in all_users(graph):
         total += 1
-        if _EMAIL.match(str(user.get("mail") or "")):
+        if is_valid_email(text_of(user.get("mail"))):
             with_mail += 1
     without = total - with_mail
     note = (f"; {without} without an email in their contact info will be skipped "
             "(fill in Email in Entra ID > Users > Properties)") if without else ""
     return f"{total} users, {with_mail} with a valid email{note}"
+
+
+def _lease_checks(state: State) -> list[Check]:
+    """A sync whose lease another run holds right now will not run (exit 3) until it is released or expires."""
+    checks = []
+    for spec in syncs():
+        holder = state.lease_holder(spec.name)
+        if holder is None:
+            continue
+        since, until = holder
+        if until is not None and until <= datetime.now(UTC):
+            detail = f"the lease of a run that stopped renewing expired at {until:%H:%M:%S} UTC; the next run takes it over"
+        else:
+            detail = (f"a run holds the lease since {since:%Y-%m-%d %H:%M:%S} UTC" if since else "a run holds the lease") + (
+                f", renewed until {until:%H:%M:%S} UTC; runs in between are not run (exit 3)" if until else "")
+        checks.append(Check(f"{spec.name} sync lease", "WARN", detail))
+    return checks
 
 
 def _secret_expiry(tenant: Tenant, today: date) -> Check:
@@ -147,3 +164,13 @@ def render(tenant: Tenant, checks: list[Check]) -> str:
     lines.append("  all checks passed" if not failed else f"  {failed} check(s) failed: fix them and run doctor again")
     return "\n".join(lines)
 
+
+def contract_checks(cv: ClearVox) -> list[Check]:
+    """`doctor --contract`: each mismatch between the PBX and clearvox-api.yaml as a failed check (read-only)."""
+    try:
+        findings = contract_check(cv)
+    except Nexxt365Error as exc:
+        return [Check("ClearVox contract", "FAIL", str(exc))]
+    if not findings:
+        return [Check("ClearVox contract", "OK", "every path and field the connector uses matches clearvox-api.yaml")]
+    return [Check("ClearVox contract", "FAIL", str(finding)) for finding in findings]

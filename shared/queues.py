@@ -48,7 +48,8 @@ def queue_endpoint(settings: Settings) -> str:
         "('https://<account>.queue.core.windows.net', used with the managed identity), or set NEXXT365_FANOUT=inline.")
 
 
-def queue_service(settings: Settings, credential: Any = None) -> QueueServiceClient:
+def queue_service(settings: Settings, credential: Any = None, **options: Any) -> QueueServiceClient:
+    """The queue service client; `options` go to the Azure SDK client (e.g. retry_total)."""
     from azure.storage.queue import QueueServiceClient
 
     endpoint = queue_endpoint(settings)
@@ -57,9 +58,9 @@ def queue_service(settings: Settings, credential: Any = None) -> QueueServiceCli
             from shared.state import azure_credential
 
             credential = azure_credential()
-        return QueueServiceClient(endpoint, credential=credential)
+        return QueueServiceClient(endpoint, credential=credential, **options)
     try:
-        return QueueServiceClient.from_connection_string(endpoint)
+        return QueueServiceClient.from_connection_string(endpoint, **options)
     except ValueError:
         raise ConfigError(f"{CONNECTION} is not a valid storage connection string.") from None
 

@@ -367,14 +367,6 @@ def test_a_damaged_ledger_row_is_reported_and_replaced(office: Office) -> None:
     assert office.sync(at("10:01")).warnings == []
 
 
-def test_the_look_ahead_setting_is_reported_as_not_used(office: Office) -> None:
-    anna = office.person("anna")
-    office.meeting(anna, at("10:00"), at("10:05"))
-    assert office.walk(anna, [at("10:00"), at("10:05")], calendar_lookahead=15) == ["busy", "available"]
-    report = office.sync(at("10:06"), calendar_lookahead=15)
-    assert [w["id"] for w in report.warnings] == ["NEXXT365_CALENDAR_LOOKAHEAD"]
-
-
 # ================================================================ cost
 
 

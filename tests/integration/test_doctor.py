@@ -78,9 +78,10 @@ def test_doctor_json(world: World, azurite: Azurite) -> None:
 def test_a_missing_setting_exits_2_with_the_setting_named(world: World, azurite: Azurite, capsys: pytest.CaptureFixture[str]) -> None:
     env = world.env(azurite.connection_string)
     del env["NEXXT365_CLIENT_ID"]
-    code = main(["doctor"], out=io.StringIO(), settings=Settings(env=env, local={}))
+    out = io.StringIO()
+    code = main(["doctor"], out=out, settings=Settings(env=env, local={}))
     assert code == 2
-    assert "NEXXT365_CLIENT_ID is not set" in capsys.readouterr().err
+    assert "FAIL settings: NEXXT365_CLIENT_ID is not set" in out.getvalue()
 
 
 def test_group_scope_needs_group_member_read_all(world: World, azurite: Azurite) -> None:
@@ -91,3 +92,41 @@ def test_group_scope_needs_group_member_read_all(world: World, azurite: Azurite)
     world.graph.set_app_roles(world.client_id, ["User.Read.All", "Contacts.Read", "Calendars.Read", "GroupMember.Read.All"])
     code, text = doctor(world, azurite, NEXXT365_USERS_GROUP=group)
     assert code == 0, text
+
+
+def test_valid_emails_are_counted_with_the_users_sync_rule(world: World, azurite: Azurite) -> None:
+    from shared.sync.users.rules import is_valid_email
+
+    mails = ["jan@contoso.nl", "jan..de.vries@contoso.nl", "piet@contoso.n", "a@b"]
+    for i, mail in enumerate(mails):
+        world.graph.add_user(displayName=f"User {i}", mail=mail)
+    _, text = doctor(world, azurite)
+    valid = sum(is_valid_email(m) for m in mails)
+    assert valid == 1
+    assert f"{len(mails)} users, {valid} with a valid email" in text
+
+
+def test_contract_checks_run_only_with_the_flag(world: World, azurite: Azurite) -> None:
+    settings = Settings(env=world.env(azurite.connection_string), local={})
+    plain, with_contract = io.StringIO(), io.StringIO()
+    main(["doctor"], out=plain, settings=settings)
+    main(["doctor", "--contract"], out=with_contract, settings=settings)
+    assert "ClearVox contract" not in plain.getvalue()
+    assert "ClearVox contract" in with_contract.getvalue()
+
+
+def test_doctor_lists_each_company_mailbox_and_whether_its_contacts_can_be_read(world: World, azurite: Azurite) -> None:
+    world.graph.add_user(displayName="Receptie", mail="receptie@contoso.nl")
+    world.graph.add_user(displayName="Info", mail="info@contoso.nl", mailbox_in_scope=False)
+    code, text = doctor(world, azurite, NEXXT365_COMPANY_CONTACTS="receptie@contoso.nl,info@contoso.nl")
+    assert code == 2
+    assert "OK   company contacts receptie@contoso.nl: contacts can be read" in text
+    assert "FAIL company contacts info@contoso.nl" in text and "Fix" in text
+
+
+def test_doctor_shows_a_sync_that_another_run_holds(world: World, azurite: Azurite) -> None:
+    from shared.state import Store
+
+    Store(azurite.connection_string).for_tenant(world.tenant.key).acquire_lease("contacts", timedelta(minutes=3))
+    _, text = doctor(world, azurite)
+    assert "WARN contacts sync lease: a run holds the lease since" in text and "not run (exit 3)" in text

@@ -20,6 +20,7 @@ from shared import cli, dispatch
 from shared.sandbox.azurite import Azurite
 from shared.sandbox.tls import ca_bundle_path
 from shared.sandbox.world import World
+from shared.secrets import KeyVault
 from shared.settings import Settings, Tenant
 from shared.state import Store
 from shared.sync import split
@@ -35,7 +36,7 @@ class FleetSettings(Settings):
         super().__init__(env=env, local={})
         self.fleet = tenants
 
-    def tenants(self) -> list[Tenant]:
+    def tenants(self, vault: KeyVault | None = None) -> list[Tenant]:
         return list(self.fleet)
 
 

@@ -9,6 +9,8 @@ import pytest
 
 from shared.errors import ConsentError, DeltaExpired, GraphAuthError, MailboxUnavailable
 from shared.graph.client import BatchRequest, Graph
+from shared.graph.schedule import get_schedule
+from shared.sandbox.tls import self_signed_certificate
 from shared.sandbox.world import World
 
 
@@ -138,9 +140,10 @@ def test_get_schedule_chunks_by_20_and_reports_mailbox_problems_per_user(world: 
     world.graph.add_event(ids[1], "Overleg", now - timedelta(minutes=30), now + timedelta(minutes=30), show_as="busy")
     world.graph.update_user(ids[2], has_mailbox=False)
     g = graph(world)
-    result = g.get_schedule(emails, now, now + timedelta(minutes=15))
+    result = get_schedule(g, emails, now, now + timedelta(minutes=15))
     assert len(result) == 45
-    assert world.graph.counts["getSchedule"] == 3
+    # 3 chunks of <= 20; the chunk anchored at u2 (no mailbox) is asked again with the next id as anchor
+    assert world.graph.counts["getSchedule"] == 4
     info = result["u1@contoso.nl"]
     assert isinstance(info, dict) and info["scheduleItems"][0]["status"].lower() == "busy"
     assert isinstance(result["u2@contoso.nl"], MailboxUnavailable)
@@ -162,26 +165,16 @@ def test_get_schedule_survives_an_unknown_anchor_and_answers_the_others(world: W
     emails = ["ghost@contoso.nl"] + [f"u{i}@contoso.nl" for i in range(3)]
     for e in emails[1:]:
         world.graph.add_user(displayName=e, mail=e, userPrincipalName=e)
-    result = graph(world).get_schedule(emails, now, now + timedelta(minutes=15))
+    result = get_schedule(graph(world), emails, now, now + timedelta(minutes=15))
     assert isinstance(result["ghost@contoso.nl"], MailboxUnavailable)
     assert all(isinstance(result[e], dict) for e in emails[1:])
 
 
 def test_a_certificate_instead_of_a_secret(world: World) -> None:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
 
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "nexxt365")])
-    now = datetime.now(UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=1))
-            .not_valid_after(now + timedelta(days=30)).sign(key, hashes.SHA256()))
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode()
+    key_pem, cert_pem = self_signed_certificate()
     client_id = world.graph.add_app(certificate_pem=cert_pem)
     g = graph(world, client_id=client_id, client_secret=None, client_certificate=lambda: key_pem + cert_pem)
     assert g.get("/users")["value"] == []
