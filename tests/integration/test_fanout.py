@@ -184,6 +184,9 @@ def test_a_message_whose_run_raises_goes_to_poison_after_five_dequeues(fleet: li
     [poisoned] = peek(queues, "nexxt365-users-poison")
     assert poisoned["tenant"] == "no-such-customer"
     assert dispatch.poison_count(settings, "users") == 1
+    assert dispatch.poison_count(settings, "calendar") == 0  # no poison queue yet: nothing poisoned
+    syncs = json.loads(nexxt365(settings, "status", "--json")[1])["tenants"][0]["syncs"]
+    assert syncs["users"]["poisoned"] == 1 and syncs["calendar"]["poisoned"] == 0
 
 
 def test_an_unreadable_message_goes_to_poison_too(fleet: list[World], azurite: Azurite, queues: QueueServiceClient) -> None:
