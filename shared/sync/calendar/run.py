@@ -43,6 +43,7 @@ from shared.sync.calendar.rules import (
     resolve,
     row_datetime,
 )
+from shared.sync.split import select_part
 from shared.sync.users.rules import Link, links_from_rows
 
 if TYPE_CHECKING:
@@ -153,6 +154,8 @@ class CalendarRun:
         state = self.ctx.state
         links = links_from_rows(state.rows("links"))
         users = calendar_users(links)
+        everyone = {u.object_id for u in users}
+        users = select_part(self.ctx, users)  # queue fan-out: one part of a large tenant (shared/sync/split.py)
         ledgers, unreadable = self._ledgers(state.rows(PRESENCE_TABLE))
         notices = state.rows(NOTICES_TABLE, scope=NOTICE_SCOPE)
         with_email = [u for u in users if u.email]
@@ -165,7 +168,7 @@ class CalendarRun:
         runs = [self._first_decision(u, answers, ledgers.get(u.object_id)) for u in users]
         self._clearvox([r for r in runs if r.decision.action is Action.CHECK])
         if not self.dry_run:
-            self._commit(runs, set(ledgers), unreadable, notices, {u.object_id for u in users})
+            self._commit(runs, set(ledgers), unreadable, notices, everyone)
         self._report(runs, notices)
         if self._fatal is not None:
             raise self._fatal
