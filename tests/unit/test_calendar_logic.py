@@ -14,34 +14,25 @@ import pytest
 
 from shared.clearvox import CvStatus
 from shared.errors import ConfigError
+from shared.sync.calendar.decision import Action, Decision, LedgerOp, decide, needs_current
+from shared.sync.calendar.ledger import LedgerEntry, NoticeKind, notice_due
+from shared.sync.calendar.render import CalendarUser
 from shared.sync.calendar.rules import (
     DEFAULT_STATUS_MAP,
     IDLE,
-    Action,
-    Decision,
-    LedgerEntry,
-    LedgerOp,
     Resolution,
     ScheduleDataError,
     ScheduleItem,
-    decide,
     event_key,
     items_from_events,
     items_from_schedule,
-    needs_current,
     next_change_after,
     parse_graph_datetime,
     parse_status_map,
     resolve,
     zone_for,
 )
-from shared.sync.calendar.run import (
-    CalendarUser,
-    NoticeKind,
-    anchor_chunks,
-    calendar_users,
-    notice_due,
-)
+from shared.sync.calendar.run import anchor_chunks, calendar_users
 from shared.sync.users.rules import Link
 
 AMS = ZoneInfo("Europe/Amsterdam")
@@ -560,7 +551,7 @@ class TestLedger:
         assert LedgerEntry.from_row(naive) == entry
 
     def test_an_unreadable_row_is_an_error(self) -> None:
-        with pytest.raises(ValueError, match="presence ledger"):
+        with pytest.raises(ValueError, match="ledger row"):
             LedgerEntry.from_row({"status": "busy"})
 
     def test_naive_times_are_refused(self) -> None:
