@@ -118,6 +118,9 @@ class Options:
     status_map: str | None = None  # parsed by the calendar sync
     respect_manual: bool = False
     calendar_lookahead: int = 0  # minutes; 0 = off
+    # -- Teams presence as a second input to the calendar status (shared.sync.calendar.teams)
+    teams_presence: bool = False
+    presence_map: str | None = None  # validated here, parsed by the calendar sync
 
     @classmethod
     def from_values(cls, get: Callable[[str], str | None]) -> Options:
@@ -140,7 +143,18 @@ class Options:
             status_map=(get("NEXXT365_STATUS_MAP") or "").strip() or None,
             respect_manual=_bool("NEXXT365_RESPECT_MANUAL", get("NEXXT365_RESPECT_MANUAL"), False),
             calendar_lookahead=_int("NEXXT365_CALENDAR_LOOKAHEAD", get("NEXXT365_CALENDAR_LOOKAHEAD"), 0, 0),
+            **_presence_options(get),
         )
+
+
+def _presence_options(get: Callable[[str], str | None]) -> dict[str, Any]:
+    """NEXXT365_TEAMS_PRESENCE and NEXXT365_PRESENCE_MAP; a bad map fails doctor and every run alike."""
+    from shared.sync.calendar.teams import parse_presence_map
+
+    text = (get("NEXXT365_PRESENCE_MAP") or "").strip() or None
+    parse_presence_map(text)
+    return {"teams_presence": _bool("NEXXT365_TEAMS_PRESENCE", get("NEXXT365_TEAMS_PRESENCE"), False),
+            "presence_map": text}
 
 
 SecretResolver = Callable[[], str]

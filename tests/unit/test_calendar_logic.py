@@ -539,7 +539,7 @@ class TestLedger:
         row = yielded.to_row()
         assert row["status"] == ""
         assert row["manual"] is True
-        assert set(row) == {"v", "status", "event_key", "show_as", "until", "set_at", "manual"}
+        assert set(row) == {"v", "status", "event_key", "show_as", "until", "set_at", "manual", "source", "teams"}
         assert LedgerEntry.from_row(row) == yielded
 
     def test_times_are_stored_in_utc_and_read_back_from_naive_or_text(self) -> None:

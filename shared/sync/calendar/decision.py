@@ -31,12 +31,12 @@ Rules for manual changes (a ClearVox status with changed_by "user"):
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from shared.clearvox import CvStatus
 from shared.sync.calendar.ledger import LedgerEntry
-from shared.sync.calendar.rules import AVAILABLE, Resolution, as_utc
+from shared.sync.calendar.rules import AVAILABLE, SOURCE_BOTH, SOURCE_CALENDAR, SOURCE_TEAMS, Resolution, as_utc
 
 
 class Action(StrEnum):
@@ -74,6 +74,12 @@ REASON_YIELD_OVER = "event ended; the user's own status was left alone"
 REASON_EVENT = "event now"
 REASON_ALREADY = "ClearVox already shows the status"
 REASON_ENDED = "event ended; back to available"
+REASON_TEAMS = "Teams presence now"
+REASON_BOTH = "event now; Teams presence agrees"
+REASON_TEAMS_ENDED = "Teams presence ended; back to available"
+_REASON_NOW = {SOURCE_CALENDAR: REASON_EVENT, SOURCE_TEAMS: REASON_TEAMS, SOURCE_BOTH: REASON_BOTH}
+# A status set for Teams presence has no known end: a manual change within this time counts as made during it.
+TEAMS_HOLD = timedelta(days=1)
 
 
 def needs_current(resolution: Resolution | None, ledger: LedgerEntry | None) -> bool:
@@ -112,22 +118,27 @@ def decide(
 def _decide_event(resolution: Resolution, ledger: LedgerEntry | None, current: CvStatus | None,
                   now: datetime) -> Decision:
     target, key = resolution.status, resolution.key
-    assert target is not None and key is not None and resolution.until is not None
+    assert target is not None and key is not None
+    teams = resolution.teams or ""
     if ledger is not None and ledger.key == key:
         if ledger.manual:
             reason = REASON_MANUAL_BEFORE if ledger.status is None else REASON_MANUAL_RESPECTED
             return Decision(Action.LEAVE, reason)
         if ledger.status == target:
-            return Decision(Action.NOTHING, REASON_IN_STEP)
+            if ledger.source == resolution.source:
+                return Decision(Action.NOTHING, REASON_IN_STEP)
+            return Decision(Action.NOTHING, REASON_IN_STEP, ledger_op=LedgerOp.PUT,  # the reason changed, not the status
+                            ledger=replace(ledger, source=resolution.source, teams=teams))
     if current is None:  # unreachable after needs_current; keeps the types honest
         return Decision(Action.CHECK, REASON_CHECK)
-    entry = LedgerEntry(key=key, show_as=resolution.show_as or "", until=resolution.until, set_at=now, status=target)
+    entry = LedgerEntry(key=key, show_as=resolution.show_as or "", until=resolution.until or now + TEAMS_HOLD,
+                        set_at=now, status=target, source=resolution.source, teams=teams)
     if _manual_outside_owned_event(current, ledger):
         return Decision(Action.LEAVE, REASON_MANUAL_BEFORE, ledger_op=LedgerOp.PUT,
                         ledger=replace(entry, status=None, manual=True))
     if current.status == target:
         return Decision(Action.NOTHING, REASON_ALREADY, ledger_op=LedgerOp.PUT, ledger=entry)
-    return Decision(Action.WRITE, REASON_EVENT, status=target, ledger_op=LedgerOp.PUT, ledger=entry)
+    return Decision(Action.WRITE, _REASON_NOW[resolution.source], status=target, ledger_op=LedgerOp.PUT, ledger=entry)
 
 
 def _manual_outside_owned_event(current: CvStatus, ledger: LedgerEntry | None) -> bool:
@@ -156,4 +167,5 @@ def _decide_idle(ledger: LedgerEntry | None, current: CvStatus | None, respect_m
         if respect_manual:
             return Decision(Action.LEAVE, REASON_MANUAL_RESPECTED, ledger_op=LedgerOp.PUT,
                             ledger=replace(ledger, manual=True))
-    return Decision(Action.WRITE, REASON_ENDED, status=AVAILABLE, ledger_op=LedgerOp.DELETE)
+    ended = REASON_TEAMS_ENDED if ledger.source == SOURCE_TEAMS else REASON_ENDED
+    return Decision(Action.WRITE, ended, status=AVAILABLE, ledger_op=LedgerOp.DELETE)

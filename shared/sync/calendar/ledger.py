@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from shared.sync.calendar.rules import as_utc
+from shared.sync.calendar.rules import SOURCE_CALENDAR, as_utc
 
 LEDGER_TABLE = "presence"  # the status ledger; the table name predates Teams presence and is kept for stored rows
 NOTICES_TABLE = "notices"
@@ -23,7 +23,7 @@ LEDGER_ROW_VERSION = 1
 
 @dataclass(frozen=True)
 class LedgerEntry:
-    """What the connector did about one user's status, and for which event.
+    """What the connector did about one user's status, and for which event (or Teams presence).
 
     `status` is what the connector set, or None when it left a manual status alone
     for this event. `manual` marks that the user's own status is being left alone:
@@ -38,6 +38,8 @@ class LedgerEntry:
     set_at: datetime
     status: str | None
     manual: bool = False
+    source: str = SOURCE_CALENDAR  # why: calendar, teams or both (rows from before Teams presence: calendar)
+    teams: str = ""  # the Teams presence that decided or agreed, e.g. "Busy/InACall"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "until", as_utc(self.until))
@@ -53,6 +55,8 @@ class LedgerEntry:
             "until": self.until,
             "set_at": self.set_at,
             "manual": self.manual,
+            "source": self.source,
+            "teams": self.teams,
         }
 
     @classmethod
@@ -66,6 +70,8 @@ class LedgerEntry:
                 set_at=row_datetime(row["set_at"]),
                 status=str(row.get("status") or "") or None,
                 manual=bool(row.get("manual", False)),
+                source=str(row.get("source") or SOURCE_CALENDAR),
+                teams=str(row.get("teams") or ""),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"unreadable status ledger row: {exc}") from None

@@ -61,14 +61,21 @@ def clause(error: Exception) -> str:
     return str(error).strip().rstrip(".")
 
 
-def render_report(report: RunReport, runs: Sequence[UserRun], notices: Mapping[str, Mapping[str, Any]],
+def render_report(report: RunReport, ticks: Sequence[Sequence[UserRun]], notices: Mapping[str, Mapping[str, Any]],
                   now: datetime, dry_run: bool) -> None:
-    """Counts, per-user reasons and the calendar's own report fields; with dry_run the plan and its text."""
-    statuses: list[dict[str, Any]] = []
-    left_alone: list[dict[str, str]] = []
+    """Counts, per-user reasons and the calendar's own report fields; with dry_run the plan and its text.
+
+    `ticks` holds every user's way through each tick of the run (one tick without Teams presence):
+    every status written in any tick is listed; everything else is reported as the last tick left it.
+    """
+    written = [run for runs in ticks for run in runs if _is_written(run, dry_run)]
+    statuses = [transition(run) for run in written]
+    report.count("updated", len(statuses))
+    written_ids = {run.user.object_id for run in written}
+    left_alone = _left_alone(ticks)
     quiet = kept = 0
     not_reached: list[str] = []
-    for run in runs:
+    for run in ticks[-1] if ticks else ():
         if run.notice is not None:
             if dry_run or notice_due(notices.get(run.user.object_id), run.notice, now):
                 report.add_skip(run.who, f"{NOTICE_TEXT[run.notice]}; reported once a day")
@@ -79,34 +86,40 @@ def render_report(report: RunReport, runs: Sequence[UserRun], notices: Mapping[s
             kept += run.resolution is None
         elif run.not_reached:
             not_reached.append(run.who)
-        elif run.decision.action is Action.WRITE and (run.written or dry_run):
-            statuses.append(transition(run))
-            report.count("updated")
-        else:
+        elif run.user.object_id not in written_ids:
             report.count("unchanged")
             kept += run.resolution is None
-            if run.decision.action is Action.LEAVE and run.checked and run.current is not None:
-                left_alone.append({"id": run.who, "status": run.current.status, "reason": run.decision.reason})
     if not_reached:
         report.add_warning("time budget", f"{len(not_reached)} user(s) at a transition were not reached within the "
                            "run's time budget; their status is kept and decided again next minute")
-    report.extra.update({"at": now.isoformat(), "linked_users": len(runs), "statuses": statuses,
-                         "left_alone": left_alone, "kept_without_data": kept, "mailbox_notices_not_repeated": quiet,
-                         "not_reached": not_reached})
+    report.extra.update({"at": now.isoformat(), "linked_users": len(ticks[-1]) if ticks else 0, "ticks": len(ticks),
+                         "statuses": statuses, "left_alone": left_alone, "kept_without_data": kept,
+                         "mailbox_notices_not_repeated": quiet, "not_reached": not_reached})
     if dry_run:
-        report.extra["plan"] = [plan_entry(run, s) for run, s in zip(_written(runs, dry_run), statuses, strict=True)]
-        report.plan_text = plan_text(now, report.extra["plan"], left_alone, len(runs))
+        report.extra["plan"] = [plan_entry(run, s) for run, s in zip(written, statuses, strict=True)]
+        report.plan_text = plan_text(now, report.extra["plan"], left_alone, len(ticks[-1]) if ticks else 0)
 
 
-def _written(runs: Sequence[UserRun], dry_run: bool) -> list[UserRun]:
-    return [r for r in runs if r.notice is None and r.failure is None and not r.not_reached
-            and r.decision.action is Action.WRITE and (r.written or dry_run)]
+def _is_written(run: UserRun, dry_run: bool) -> bool:
+    return (run.notice is None and run.failure is None and not run.not_reached
+            and run.decision.action is Action.WRITE and (run.written or dry_run))
+
+
+def _left_alone(ticks: Sequence[Sequence[UserRun]]) -> list[dict[str, str]]:
+    """Manual statuses kept at a transition (read from ClearVox this run), once per user."""
+    seen: dict[str, dict[str, str]] = {}
+    for runs in ticks:
+        for run in runs:
+            if run.decision.action is Action.LEAVE and run.checked and run.current is not None:
+                seen.setdefault(run.who, {"id": run.who, "status": run.current.status, "reason": run.decision.reason})
+    return list(seen.values())
 
 
 def transition(run: UserRun) -> dict[str, Any]:
     """One status set (or, in a dry run, that would be set): who, from, to and why."""
-    event = run.resolution.event if run.resolution is not None else None
-    return {
+    resolution = run.resolution
+    event = resolution.event if resolution is not None and resolution.show_as is not None else None
+    entry = {
         "id": run.who,
         "from": run.current.status if run.current is not None else None,
         "to": run.decision.status,
@@ -114,6 +127,9 @@ def transition(run: UserRun) -> dict[str, Any]:
         "show_as": SHOW_AS_SPELLING.get(event.show_as, event.show_as) if event is not None else None,
         "until": f"{event.end:%Y-%m-%d %H:%M} UTC" if event is not None else None,
     }
+    if resolution is not None and resolution.teams is not None:
+        entry.update({"teams": resolution.teams, "source": resolution.source})
+    return entry
 
 
 def plan_entry(run: UserRun, status: Mapping[str, Any]) -> dict[str, Any]:
@@ -125,7 +141,8 @@ def plan_text(now: datetime, plan: Sequence[Mapping[str, Any]], left_alone: Sequ
               users: int) -> str:
     lines = [f"calendar status at {now:%Y-%m-%d %H:%M} UTC: {len(plan)} change(s) for {users} linked user(s)"]
     for s in plan:
-        why = s["reason"] + (f"; show as {s['show_as']} until {s['until']}" if s.get("show_as") else "")
+        why = s["reason"] + (f"; show as {s['show_as']} until {s['until']}" if s.get("show_as") else "") + (
+            f"; Teams {s['teams']}" if s.get("teams") else "")
         lines.append(f"  {s['id']}: {s['from']} -> {s['to']} ({why}) "
                      f"[ClearVox user {s['clearvox_user']}, object id {s['object_id']}]")
     lines += [f"  {s['id']}: {s['status']} left alone ({s['reason']})" for s in left_alone]

@@ -29,6 +29,7 @@ from shared.errors import ConfigError, GraphError
 STATUS_MAP_SETTING = "NEXXT365_STATUS_MAP"
 STATUS_MAP_EXAMPLE = "tentative=available,oof=away"
 AVAILABLE = "available"
+SOURCE_CALENDAR, SOURCE_TEAMS, SOURCE_BOTH = "calendar", "teams", "both"
 
 # Graph freeBusyStatus values (lower-cased), highest first. "unknown" and anything
 # else Graph may add count as nothing.
@@ -260,28 +261,34 @@ def _midnight(day: date, zone: tzinfo) -> datetime:
 
 @dataclass(frozen=True)
 class Resolution:
-    """What the calendar says now: the ClearVox status to show and the event it comes from.
+    """What applies now: the ClearVox status to show and what it comes from.
 
-    `status` None means no mapped event covers now (the user should be available
-    if the connector owns their status); missing Graph data is not a Resolution
-    at all but None in `decide`.
+    `status` None means nothing applies (the user should be available if the
+    connector owns their status); missing Graph data is not a Resolution at all
+    but None in `decide`. `source` says why: the calendar's `event`, Teams
+    presence (`teams`, e.g. "Busy/InACall"), or both agreeing.
     """
 
     status: str | None = None
     event: ScheduleItem | None = None
+    teams: str | None = None
+    source: str = SOURCE_CALENDAR
 
     @property
     def show_as(self) -> str | None:
-        return self.event.show_as if self.event else None
+        return self.event.show_as if self.event and self.source != SOURCE_TEAMS else None
 
     @property
     def key(self) -> str | None:
+        """What the status is for: the event's key, or for Teams alone the status it asks for."""
+        if self.source == SOURCE_TEAMS:
+            return f"{SOURCE_TEAMS}:{self.status}" if self.status else None
         return self.event.key if self.event else None
 
     @property
     def until(self) -> datetime | None:
-        """End of the winning event; `next_change_after` tells when the outcome may change sooner."""
-        return self.event.end if self.event else None
+        """End of the winning event; None when Teams decides (presence has no end we know of)."""
+        return self.event.end if self.event and self.source != SOURCE_TEAMS else None
 
 
 IDLE = Resolution()

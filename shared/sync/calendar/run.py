@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Collection, Mapping, Sequence
+import time
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from shared.errors import (
@@ -53,8 +55,18 @@ from shared.sync.calendar.ledger import (
     notice_row,
     read_ledgers,
 )
+from shared.sync.calendar.presence_input import PRESENCE_NOTICE_KEY, PresenceInput
 from shared.sync.calendar.render import CalendarUser, UserRun, clause, render_report
-from shared.sync.calendar.rules import ScheduleDataError, as_utc, items_from_schedule, parse_status_map, resolve
+from shared.sync.calendar.rules import (
+    Resolution,
+    ScheduleDataError,
+    ScheduleItem,
+    as_utc,
+    items_from_schedule,
+    parse_status_map,
+    resolve,
+)
+from shared.sync.calendar.teams import tick_moments
 from shared.sync.users.rules import Link, links_from_rows
 
 if TYPE_CHECKING:
@@ -65,6 +77,8 @@ if TYPE_CHECKING:
 FETCH_WINDOW_MINUTES = 15
 # A chunk whose anchor mailbox cannot host the query is retried with the next id as anchor, this often at most.
 MAX_ANCHOR_TRIES = 3
+# A tick of a timer run with Teams presence starts only this long before the run's budget ends, at the latest.
+TICK_MARGIN_S = 3.0
 
 ScheduleAnswer: TypeAlias = "Mapping[str, Any] | GraphError"
 
@@ -150,15 +164,26 @@ def fetch_schedules(graph: Graph, ids: Sequence[str], now: datetime, *,
 # ---------------------------------------------------------------- one run
 
 
+@dataclass(frozen=True)
+class CalendarNow:
+    """One user's free/busy as read at the start of the run: the items, or why there are none."""
+
+    items: list[ScheduleItem] | None
+    failure: str | None = None
+    notice: NoticeKind | None = None
+
+
 class CalendarRun:
-    """The calendar sync for one tenant at one moment; `run_calendar` is its entry point."""
+    """The calendar sync for one tenant: free/busy once, then one tick or (with Teams presence) several."""
 
     def __init__(self, ctx: SyncContext) -> None:
         self.ctx = ctx
-        # A typo in the map must not change anyone's status: ConfigError before any I/O (exit 2).
+        # A typo in a map must not change anyone's status: ConfigError before any I/O (exit 2).
         self.status_map = parse_status_map(ctx.options.status_map)
+        self.presence = PresenceInput(ctx) if ctx.options.teams_presence else None
         self.respect_manual = ctx.options.respect_manual
         self.now = as_utc(ctx.now)
+        self.started = time.monotonic()
         self.dry_run = ctx.dry_run
 
     def run(self) -> None:
@@ -168,6 +193,40 @@ class CalendarRun:
         for key in sorted(unreadable):
             self.ctx.report.add_warning(key, "unreadable status ledger row; treated as not set by this app")
         notices = state.rows(NOTICES_TABLE, scope=NOTICE_SCOPE)
+        calendars = self._calendars(users, notices)
+        linked = {u.object_id for u in users}
+        ticks: list[list[UserRun]] = []
+        stopped: Exception | None = None
+        for moment in self._ticks():
+            runs = self._tick(users, calendars, ledgers, moment)
+            stopped = self._clearvox([r for r in runs if r.decision.action is Action.CHECK], moment).stopped
+            if not self.dry_run:
+                self._commit(runs, ledgers, unreadable if not ticks else set(), linked)
+            ticks.append(runs)
+            if stopped is not None:
+                break
+        if not self.dry_run:
+            self._commit_notices(ticks[0], notices, linked)
+        if self.presence is not None:
+            self.presence.report(notices, self.now)
+        render_report(self.ctx.report, ticks, notices, self.now, self.dry_run)
+        if isinstance(stopped, AdminFix):
+            raise stopped
+
+    def _ticks(self) -> Iterator[datetime]:
+        """The moments this run decides at: now and, with Teams presence in a timer run, every 10 s of its minute."""
+        yield self.now
+        if self.presence is None or self.dry_run or not (self.ctx.at is None or "wait" in self.ctx.args):
+            return
+        wait: Callable[[datetime], None] = self.ctx.args.get("wait") or _sleep_until
+        for moment in tick_moments(self.now)[1:]:
+            if self.started + (moment - self.now).total_seconds() + TICK_MARGIN_S >= self.ctx.deadline:
+                return  # that tick would not end inside the budget: the next run continues
+            wait(moment)
+            yield moment
+
+    def _calendars(self, users: Sequence[CalendarUser], notices: Mapping[str, Mapping[str, Any]]) -> dict[str, CalendarNow]:
+        """Free/busy of every user, once per run; a run with no free/busy data at all stops here."""
         with_email = [u for u in users if u.email]
         avoid = {u.email for u in with_email if (notices.get(u.object_id) or {}).get("kind") in MAILBOX_KINDS}
         answers = fetch_schedules(self.ctx.graph, [u.email for u in with_email], self.now, avoid_as_anchor=avoid)
@@ -175,41 +234,29 @@ class CalendarRun:
         if answers and len(outages) == len(answers):
             raise GraphUnavailable(f"No free/busy data from Microsoft Graph in this run ({clause(outages[0])}); every "
                                    "ClearVox status stays as it is and the next run tries again.")
-        runs = [self._first_decision(u, answers, ledgers.get(u.object_id)) for u in users]
-        applied = self._clearvox([r for r in runs if r.decision.action is Action.CHECK])
-        if not self.dry_run:
-            self._commit(runs, set(ledgers), unreadable, notices, {u.object_id for u in users})
-        render_report(self.ctx.report, runs, notices, self.now, self.dry_run)
-        if isinstance(applied.stopped, AdminFix):
-            raise applied.stopped
+        return {u.object_id: _calendar_now(u, answers) for u in users}
 
-    def _first_decision(self, user: CalendarUser, answers: Mapping[str, ScheduleAnswer],
-                        ledger: LedgerEntry | None) -> UserRun:
-        """Resolution and the decision that needs no ClearVox read; missing data keeps the last state."""
-        keep = decide(None, ledger, None, self.now)
-        if not user.email:
-            return UserRun(user, None, ledger, keep, notice=NoticeKind.NO_EMAIL)
-        answer = answers.get(user.email)
-        if answer is None:
-            answer = GraphUnavailable("getSchedule gave no answer for this mailbox")
-        if isinstance(answer, MailboxUnavailable):
-            kind = NoticeKind.OUT_OF_SCOPE if answer.out_of_scope else NoticeKind.NO_MAILBOX
-            return UserRun(user, None, ledger, keep, notice=kind)
-        if isinstance(answer, GraphError):
-            return UserRun(user, None, ledger, keep, failure=f"no free/busy data from Microsoft Graph "
-                           f"({clause(answer)}); status kept, tried again next run")
-        try:
-            items = items_from_schedule(answer)
-        except ScheduleDataError as exc:
-            return UserRun(user, None, ledger, keep,
-                           failure=f"unusable free/busy data ({clause(exc)}); status kept, tried again next run")
-        resolution = resolve(items, self.now, self.status_map)
-        return UserRun(user, resolution, ledger, decide(resolution, ledger, None, self.now, self.respect_manual))
+    def _tick(self, users: Sequence[CalendarUser], calendars: Mapping[str, CalendarNow],
+              ledgers: Mapping[str, LedgerEntry], moment: datetime) -> list[UserRun]:
+        """Every user's resolution at `moment` and the decision that needs no ClearVox read."""
+        reading = self.presence.read(users) if self.presence is not None else None
+        runs = []
+        for user in users:
+            cal, ledger = calendars[user.object_id], ledgers.get(user.object_id)
+            keep = decide(None, ledger, None, moment)
+            if cal.items is None:
+                runs.append(UserRun(user, None, ledger, keep, failure=cal.failure, notice=cal.notice))
+                continue
+            resolution: Resolution | None = resolve(cal.items, moment, self.status_map)
+            if reading is not None:
+                resolution = reading.combine(user.object_id, resolution, ledger)
+            runs.append(UserRun(user, resolution, ledger, decide(resolution, ledger, None, moment, self.respect_manual)))
+        return runs
 
     # -- ClearVox ------------------------------------------------------------------------------
-    def _clearvox(self, runs: Sequence[UserRun]) -> Applied[UserRun]:
+    def _clearvox(self, runs: Sequence[UserRun], moment: datetime) -> Applied[UserRun]:
         """Read (and, on WRITE, set) the status of the users at a transition, through the shared applier."""
-        applied = self.ctx.apply(runs, self._settle, self._settled)
+        applied = self.ctx.apply(runs, lambda run: self._settle(run, moment), self._settled)
         if isinstance(applied.stopped, LeaseLost):
             raise applied.stopped  # another run may own the tenant now: no state is written
         for run in applied.not_started:
@@ -221,12 +268,12 @@ class CalendarRun:
                 run.not_reached = True
         return applied
 
-    def _settle(self, run: UserRun) -> None:
+    def _settle(self, run: UserRun, moment: datetime) -> None:
         """One user at a transition (in an applier thread): read ClearVox, decide, write when the decision says so."""
         uid = run.user.cv_user_id
         run.current = self.ctx.clearvox.get_status(uid)
         run.checked = True
-        run.decision = decide(run.resolution, run.ledger, run.current, self.now, self.respect_manual)
+        run.decision = decide(run.resolution, run.ledger, run.current, moment, self.respect_manual)
         if run.decision.action is Action.WRITE and not self.dry_run:
             assert run.decision.status is not None
             self.ctx.clearvox.set_status(uid, run.decision.status)
@@ -245,31 +292,33 @@ class CalendarRun:
             run.failure = f"unexpected {type(result).__name__}; see the function log"
 
     # -- state -----------------------------------------------------------------------------
-    def _commit(self, runs: Sequence[UserRun], ledger_keys: set[str], unreadable: set[str],
-                notices: Mapping[str, Mapping[str, Any]], linked: set[str]) -> None:
-        """Store the ledger changes of the users whose ClearVox step succeeded, the notices, and forget the unlinked."""
-        puts: dict[str, dict[str, Any]] = {}
+    def _commit(self, runs: Sequence[UserRun], ledgers: dict[str, LedgerEntry], unreadable: set[str],
+                linked: set[str]) -> None:
+        """Store the ledger changes of the users whose ClearVox step succeeded and forget the unlinked;
+        `ledgers` follows, for the next tick."""
+        puts: dict[str, LedgerEntry] = {}
         deletes: set[str] = set()
         for run in runs:
             decision = run.decision
             if not run.ledger_applies:
                 continue
             if decision.ledger_op is LedgerOp.PUT and decision.ledger is not None:
-                puts[run.user.object_id] = dict(decision.ledger.to_row())
-            elif decision.ledger_op is LedgerOp.DELETE and run.user.object_id in ledger_keys:
+                puts[run.user.object_id] = decision.ledger
+            elif decision.ledger_op is LedgerOp.DELETE and run.user.object_id in ledgers:
                 deletes.add(run.user.object_id)
-        deletes |= {key for key in ledger_keys if key not in linked} | unreadable
+        deletes |= {key for key in ledgers if key not in linked} | unreadable
         deletes -= set(puts)
-        state = self.ctx.state
         if puts:
-            state.upsert(LEDGER_TABLE, puts)
+            self.ctx.state.upsert(LEDGER_TABLE, {key: dict(entry.to_row()) for key, entry in puts.items()})
         if deletes:
-            state.delete(LEDGER_TABLE, sorted(deletes))
-        self._commit_notices(runs, notices, linked)
+            self.ctx.state.delete(LEDGER_TABLE, sorted(deletes))
+        ledgers.update(puts)
+        for key in deletes:
+            ledgers.pop(key, None)
 
     def _commit_notices(self, runs: Sequence[UserRun], notices: Mapping[str, Mapping[str, Any]], linked: set[str]) -> None:
         report_rows: dict[str, dict[str, Any]] = {}
-        cleared: set[str] = {key for key in notices if key not in linked}
+        cleared: set[str] = {key for key in notices if key not in linked and key != PRESENCE_NOTICE_KEY}
         for run in runs:
             key = run.user.object_id
             row = notices.get(key)
@@ -289,6 +338,31 @@ def _notice_resolved(row: Mapping[str, Any], run: UserRun) -> bool:
     if row.get("kind") in MAILBOX_KINDS:
         return run.resolution is not None
     return run.checked
+
+
+def _calendar_now(user: CalendarUser, answers: Mapping[str, ScheduleAnswer]) -> CalendarNow:
+    """A user's getSchedule answer as items; missing or unusable data keeps their last state."""
+    if not user.email:
+        return CalendarNow(None, notice=NoticeKind.NO_EMAIL)
+    answer = answers.get(user.email)
+    if answer is None:
+        answer = GraphUnavailable("getSchedule gave no answer for this mailbox")
+    if isinstance(answer, MailboxUnavailable):
+        return CalendarNow(None, notice=NoticeKind.OUT_OF_SCOPE if answer.out_of_scope else NoticeKind.NO_MAILBOX)
+    if isinstance(answer, GraphError):
+        return CalendarNow(None, failure=f"no free/busy data from Microsoft Graph ({clause(answer)}); status kept, "
+                           "tried again next run")
+    try:
+        return CalendarNow(items_from_schedule(answer))
+    except ScheduleDataError as exc:
+        return CalendarNow(None, failure=f"unusable free/busy data ({clause(exc)}); status kept, tried again next run")
+
+
+def _sleep_until(moment: datetime) -> None:
+    """Wait for the next tick of a live timer run (the clock, not --at)."""
+    delay = (moment - datetime.now(UTC)).total_seconds()
+    if delay > 0:
+        time.sleep(delay)
 
 
 def run_calendar(ctx: SyncContext) -> None:
