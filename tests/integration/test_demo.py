@@ -22,4 +22,6 @@ def test_demo_shows_every_case_and_exits_0() -> None:
     assert "Anna     Bezig" in meetings and "Daan     Afwezig" in meetings and "Chantal  Werkt ergens anders" in meetings
     assert "Emma     Beschikbaar" in meetings  # cancelled meeting
     assert "Anna     Beschikbaar" in after and "Chantal  Beschikbaar" in after
+    after, teams = after.split("(Gert in a Teams call)")
+    assert "Gert     Beschikbaar" in after and "Gert     Bezig" in teams
     assert "demo finished: everything worked" in text
