@@ -285,3 +285,17 @@ def test_get_presences_is_throttled_at_the_documented_rate_with_retry_after(worl
         get_presences(graph, ids)
     assert len(world.graph.requests_to(lambda r: r.path == PRESENCE_PATH and r.status == 429)) == 6  # with its retries
     assert world.graph.counts["presenceThrottled"] == 6
+
+
+def test_doctor_checks_presence_read_all_only_when_the_feature_is_on(world: World, store: Store) -> None:
+    from shared.doctor import run_doctor
+
+    def presence_checks(tenant: Any) -> list[Any]:
+        return [c for c in run_doctor(tenant, store, verify=world.verify) if "Presence.Read.All" in c.name]
+
+    assert presence_checks(world.tenant) == []
+    (missing,) = presence_checks(world.tenant_with(teams_presence=True))
+    assert missing.status == "FAIL" and "API permissions" in missing.detail and "NEXXT365_TEAMS_PRESENCE" in missing.detail
+    world.graph.set_app_roles(world.client_id, ROLES)
+    (granted,) = presence_checks(world.tenant_with(teams_presence=True))
+    assert granted.status == "OK"

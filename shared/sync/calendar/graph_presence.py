@@ -9,7 +9,6 @@ which the session honours). The answer is a collection of presence objects:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -23,11 +22,6 @@ if TYPE_CHECKING:
 PRESENCES_PATH = "/communications/getPresencesByUserId"
 PRESENCE_PERMISSION = "Presence.Read.All"
 PRESENCE_IDS_LIMIT = 650
-
-
-def requests_for(users: int) -> int:
-    """getPresencesByUserId requests needed for this many users."""
-    return math.ceil(users / PRESENCE_IDS_LIMIT)
 
 
 def get_presences(graph: Graph, object_ids: Sequence[str]) -> dict[str, dict[str, Any]]:

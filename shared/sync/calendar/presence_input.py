@@ -53,7 +53,6 @@ class PresenceInput:
         self.presence_map = parse_presence_map(ctx.options.presence_map)
         self.left_out: str | None = None
         self.read_once = False
-        self.requests = 0
 
     def read(self, users: Sequence[CalendarUser]) -> PresenceReading:
         try:
