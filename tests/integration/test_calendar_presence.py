@@ -81,6 +81,18 @@ def test_a_teams_call_turns_the_user_bezig_and_its_end_back_to_beschikbaar(offic
     assert office.status_writes == 2
 
 
+def test_dry_run_shows_teams_as_the_reason_in_the_plan(office: TeamsOffice) -> None:
+    anna = office.person("anna")
+    office.teams(anna, "DoNotDisturb", "Presenting")
+    report = runner.run("calendar", office.world.tenant_with(teams_presence=True), office.store,
+                        verify=office.world.verify, at=at("10:00"), dry_run=True)
+    (change,) = report.to_json()["plan"]
+    assert (change["object_id"], change["clearvox_user"], change["to"], change["source"], change["teams"]) == (
+        anna.object_id, anna.cv_id, "dnd", "teams", "DoNotDisturb/Presenting")
+    assert f"{anna.email}: available -> dnd (Teams presence now; Teams DoNotDisturb/Presenting)" in report.plan_text
+    assert office.status(anna) == "available" and report.extra["ticks"] == 1
+
+
 def test_the_default_mapping(office: TeamsOffice) -> None:
     people = {name: office.person(name) for name in ("dnd", "busy", "busyidle", "ooo", "away", "brb", "offline", "meeting")}
     for name, (availability, activity) in {"dnd": ("DoNotDisturb", "Presenting"), "busy": ("Busy", "Busy"),
