@@ -16,10 +16,14 @@ calendar-day   the same day for N users at zero latency, run at every minute in 
                the generated events independently of the sync: zero mismatches means no missed
                and no late transition. ClearVox status writes are compared with the number of
                real transitions.
-calendar-lookahead  the same day replayed against a model of a look-ahead cache of L minutes
-               (free/busy fetched every L minutes, statuses resolved from the cached items in
-               between) using the sync's own resolve(): Graph requests per day against transitions
-               that come late because a meeting was booked, moved or cancelled at short notice.
+calendar-day-teams  the same day from 07:45 with NEXXT365_TEAMS_PRESENCE=true and Teams presence
+               changing at any second (ad-hoc calls, the Teams call of half the meetings, presentations,
+               Do not disturb), each run ticking every 10 s as a timer run does (the clock driven by
+               the bench). After every tick each status is compared with the truth (the stronger of
+               calendar and Teams); the latency of each Teams change that changed a status is the
+               wait for the next tick plus that tick's processing time. Graph requests per minute
+               (getSchedule once a minute, getPresencesByUserId every tick), ClearVox writes against
+               real transitions.
 """
 
 from __future__ import annotations
@@ -37,7 +41,6 @@ from bench.common import BenchArgs, Result, new_store, timed_run
 from shared import runner
 from shared.sandbox.world import World
 from shared.state import Store
-from shared.sync.calendar.rules import ScheduleItem, parse_status_map, resolve
 from shared.sync.users.rules import Link
 
 DAY = date(2026, 12, 1)  # a Tuesday in winter time
@@ -343,68 +346,6 @@ def calendar_day(args: BenchArgs) -> list[Result]:
         return [result]
 
 
-# ---------------------------------------------------------------- calendar-lookahead (a model, no HTTP)
-
-
-def calendar_lookahead(args: BenchArgs) -> list[Result]:
-    n = args.calendar_users
-    day = generate_day(n)
-    minutes = run_minutes()
-    status_map = parse_status_map(None)
-    truth = [[day.truth(u, t) for t in minutes] for u in range(n)]
-    results = []
-    for lookahead in (0, 5, 15, 30, 60):
-        started = time.perf_counter()
-        transitions = late = missed = worst = wrong_minutes = 0
-        refetch = [i == 0 or minutes[i - 1] != t - MINUTE for i, t in enumerate(minutes)]
-        fetched_at: datetime | None = None
-        for i, t in enumerate(minutes):  # every user is fetched in the same runs
-            if refetch[i] or fetched_at is None or lookahead == 0 or t - fetched_at >= timedelta(minutes=lookahead):
-                refetch[i], fetched_at = True, t
-        for u in range(n):
-            cache: list[ScheduleItem] = []
-            shown: list[str] = []
-            for i, t in enumerate(minutes):
-                if refetch[i]:
-                    cache = _snapshot(day, u, t, lookahead)
-                shown.append(resolve(cache, t, status_map).status or "available")
-            row = truth[u]
-            wrong_minutes += sum(a != b for a, b in zip(shown, row, strict=True))
-            for i in range(len(minutes)):
-                if row[i] == (row[i - 1] if i else "available"):
-                    continue
-                transitions += 1
-                if shown[i] == row[i]:
-                    continue
-                j = i
-                while j < len(minutes) and shown[j] != row[j] and row[j] == row[i]:
-                    j += 1
-                if j < len(minutes) and row[j] == row[i]:
-                    late += 1
-                    worst = max(worst, int((minutes[j] - minutes[i]) / MINUTE))
-                else:
-                    missed += 1
-        fetches = sum(refetch)
-        requests = fetches * math.ceil(n / 20)
-        result = Result(f"calendar-lookahead L={lookahead} min (model, {n} users)", time.perf_counter() - started,
-                        requests, 0, 0)
-        result.extra.update({"transitions": transitions, "late": late, "missed": missed, "worst_late_min": worst,
-                             "user_minutes_wrong": wrong_minutes,
-                             "graph_requests_per_hour": round(requests / len(minutes) * 60)})
-        results.append(result)
-    return results
-
-
-def _snapshot(day: Day, user: int, t: datetime, lookahead: int) -> list[ScheduleItem]:
-    """What a getSchedule call at minute t returns for the window [t, t + lookahead + 15 min): the calendar as known at t."""
-    horizon = t + timedelta(minutes=lookahead + 15)
-    return [ScheduleItem(ev.show_as, ev.start, ev.end_at(t)) for ev in day.by_user[user]
-            if ev.show_as in TRUTH_MAP and ev.known_at(t) and ev.start < horizon and ev.end_at(t) > t]
-
-
-SCENARIOS = {"calendar-run": calendar_run, "calendar-day": calendar_day, "calendar-lookahead": calendar_lookahead}
-
-
 # ---------------------------------------------------------------- calendar-day-teams
 
 # Teams presence a generator sets, and what it must mean (independent of shared.sync.calendar.teams on purpose).
@@ -597,4 +538,4 @@ def _teams_result(n: int, minutes: list[datetime], replay: TeamsDay, world: Worl
     return result
 
 
-SCENARIOS["calendar-day-teams"] = calendar_day_teams
+SCENARIOS = {"calendar-run": calendar_run, "calendar-day": calendar_day, "calendar-day-teams": calendar_day_teams}

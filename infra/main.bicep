@@ -116,10 +116,6 @@ param statusMap string = ''
 @description('Keep a status the user changed by hand during an event after the event ends, instead of restoring Beschikbaar.')
 param respectManual bool = false
 
-@description('Calendar look-ahead in minutes (0 is off).')
-@minValue(0)
-param calendarLookahead int = 0
-
 // ------------------------------------------------------------- operations
 
 @description('Storage redundancy.')
@@ -282,7 +278,6 @@ var appSettings = {
   NEXXT365_PRESENCE_MAP: presenceMap
   NEXXT365_STATUS_MAP: statusMap
   NEXXT365_RESPECT_MANUAL: respectManual ? 'true' : 'false'
-  NEXXT365_CALENDAR_LOOKAHEAD: string(calendarLookahead)
 }
 
 module functionApp 'modules/functionapp.bicep' = {
@@ -343,4 +338,3 @@ output NEXXT365_TEAMS_PRESENCE string = appSettings.NEXXT365_TEAMS_PRESENCE
 output NEXXT365_PRESENCE_MAP string = appSettings.NEXXT365_PRESENCE_MAP
 output NEXXT365_STATUS_MAP string = appSettings.NEXXT365_STATUS_MAP
 output NEXXT365_RESPECT_MANUAL string = appSettings.NEXXT365_RESPECT_MANUAL
-output NEXXT365_CALENDAR_LOOKAHEAD string = appSettings.NEXXT365_CALENDAR_LOOKAHEAD

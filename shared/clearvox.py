@@ -1,23 +1,21 @@
 """ClearVox Nexxt API client: the ONLY module that knows the API's paths and JSON field names.
 
-The contract is ../shared/clearvox-api.yaml. Sync modules speak in the
-dataclasses below; a correction of a path or field name is a change here only.
+The contract is ../shared/clearvox-api.yaml; sync modules speak in the dataclasses below.
+The transport (session, TLS, retries, control characters) is in shared.clearvox_http.
 """
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar, Unpack
 from urllib.parse import quote, urlsplit
 
 import requests
-import urllib3
 
+from shared.clearvox_http import ClearVoxTransport, TransportOptions
 from shared.errors import (
     AccountNotFound,
     ClearVoxError,
@@ -32,7 +30,7 @@ from shared.errors import (
     LicenseRequired,
     ValidationFailed,
 )
-from shared.http import DEFAULT_TIMEOUT, HttpStats, make_session
+from shared.http import after_retries, retries_made
 
 # Status codes (ARCHITECTURE.md): available Beschikbaar, away Afwezig, busy Bezig,
 # dnd Niet storen, elsewhere Werkt ergens anders.
@@ -103,12 +101,11 @@ class CvStatus:
 
 
 # -- the client ---------------------------------------------------------------
-
-log = logging.getLogger(__name__)
-
+T = TypeVar("T")
 API_PREFIX = "/api/1"
 AUTH_HEADER = "X-Auth-Token"
 PAGE_SIZE = 100  # the contract's maximum per_page: fewest round trips for 10,000 users
+MAX_PAGES = 2_000  # 200,000 users or contacts of one owner: far past any account; more is a paging loop
 
 # Domain name -> JSON name. Identity today; a vendor correction of a field name is a change here.
 _USER_JSON: dict[str, str] = {name: name for name in (*USER_FIELDS, "external_application_id", "active")}
@@ -116,58 +113,31 @@ _USER_CREATE_KEYS = frozenset(USER_FIELDS) | {"external_application_id"}
 _USER_UPDATE_KEYS = _USER_CREATE_KEYS | {"active"}
 _CONTACT_JSON: dict[str, str] = {name: name for name in CONTACT_FIELDS}
 _CONTACT_KEYS = frozenset(CONTACT_FIELDS)
+_ID, _TEXT, _NULL = (str, int), (str,), type(None)
+# The required properties of each schema of clearvox-api.yaml the client reads, with the JSON types allowed.
+CONTRACT_SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
+    "Page": {"page": (int,), "per_page": (int,), "total": (int,)},
+    "Account": {"id": _ID, "name": _TEXT, "licenses": (dict,)},
+    "User": {"id": _ID, "account_id": _ID, "first_name": _TEXT, "last_name": _TEXT, "email": _TEXT,
+             "external_application_id": (str, _NULL), "active": (bool,)},
+    "Status": {"status": _TEXT, "changed_at": _TEXT, "changed_by": _TEXT},
+    "Contact": {"id": _ID, "owner_user_id": (*_ID, _NULL), "visibility": _TEXT, "display_name": _TEXT,
+                "phone_numbers": (list,)},
+}
 
 
-class ClearVox:
-    """Client of the ClearVox Nexxt REST API for one account (company).
+class ClearVox(ClearVoxTransport):
+    """Client of the ClearVox Nexxt REST API for one account (company); thread-safe. What fails is a
+    typed `ClearVoxError` whose message says what to fix and never contains the API key."""
 
-    Thread-safe: one instance serves a ThreadPoolExecutor; its session keeps a
-    connection pool of `pool_size`. 429/503/504 are retried by the session
-    (honouring Retry-After up to `max_retry_after` seconds); what still fails
-    becomes a typed `ClearVoxError` whose message says what to fix and never
-    contains the API key.
-    """
-
-    def __init__(
-        self,
-        base_url: str,
-        api_key: str,
-        account_id: str,
-        *,
-        stats: HttpStats | None = None,
-        verify: str | bool | None = None,
-        timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
-        pool_size: int = 16,
-        max_retry_after: float = 60.0,
-        retries: int = 5,
-        backoff: float = 0.5,
-    ) -> None:
-        if verify is False:
-            raise ValueError("TLS verification cannot be turned off; pass a CA bundle path to trust a private CA")
-        self.base_url = _api_root(base_url)
-        if not api_key:
-            raise ConfigError("NEXXT365_CLEARVOX_API_KEY is empty. Create an API key in ClearVox Nexxt and set it.")
+    def __init__(self, base_url: str, api_key: str, account_id: str, **options: Unpack[TransportOptions]) -> None:
+        super().__init__(_api_root(base_url), api_key, AUTH_HEADER, **options)
         if not str(account_id or "").strip():
             raise ConfigError("NEXXT365_CLEARVOX_ACCOUNT is empty. Set the Company ID from /accounts/edit/<company-ID>.")
         self.account_id = str(account_id).strip()
-        self.stats = stats or HttpStats()
-        self._api_key = api_key
-        self._verify = verify  # None: requests honours REQUESTS_CA_BUNDLE
-        self._session = make_session(self.stats, retries=retries, backoff=backoff, max_retry_after=max_retry_after,
-                                     pool_size=pool_size, timeout=timeout)
-        self._session.headers.update({AUTH_HEADER: api_key, "Accept": "application/json"})
 
     def __repr__(self) -> str:
         return f"ClearVox({self.base_url!r}, account_id={self.account_id!r})"
-
-    def close(self) -> None:
-        self._session.close()
-
-    def __enter__(self) -> ClearVox:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- account -------------------------------------------------------------
     def get_account(self) -> Account:
@@ -188,27 +158,12 @@ class ClearVox:
             yield _user(item)
 
     def list_users(self, concurrency: int = 8) -> list[CvUser]:
-        """Every user of the account. After the first page (which gives the total) the
-        other pages are fetched in parallel: 10,000 users are 100 pages, too slow one by one."""
-        path = self._account_path() + "/users"
-
-        def page(number: int) -> dict[str, Any]:
-            return self._call("GET", path, params={"page": str(number), "per_page": str(PAGE_SIZE)}, what="account")
-
-        first = page(1)
-        meta = first.get("meta") or {}
-        per_page = int(meta.get("per_page") or PAGE_SIZE)
-        total = int(meta.get("total") or 0)
-        pages = [first]
-        rest = range(2, -(-total // max(per_page, 1)) + 1)
-        if len(rest):
-            with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(rest)))) as pool:
-                pages += list(pool.map(page, rest))
+        """Every user of the account. Pages are fetched `concurrency` at a time (10,000 users are 100
+        pages, too slow one by one) until a short or empty page; `meta.total` is never trusted."""
         users: dict[str, CvUser] = {}
-        for envelope in pages:
-            for item in envelope.get("data") or []:
-                user = _user(item)
-                users[user.id] = user  # a user created meanwhile may shift across a page boundary
+        for item in self._pages(self._account_path() + "/users", {}, what="account", concurrency=concurrency):
+            user = _user(item)
+            users[user.id] = user  # a user created meanwhile may shift across a page boundary
         return list(users.values())
 
     def find_user_by_email(self, email: str) -> CvUser | None:
@@ -225,14 +180,10 @@ class ClearVox:
         return _user(self._data("GET", _user_path(user_id), what=f"user {user_id}"))
 
     def create_user(self, fields: Mapping[str, Any]) -> CvUser:
-        """Create a user; None values are left out so ClearVox applies its defaults.
-
-        Raises LicenseRequired without the Office 365 licence and EmailTaken when
-        a user with this email (in any case) exists.
-        """
+        """Create a user; None values are left out so ClearVox applies its defaults. LicenseRequired
+        without the Office 365 licence, EmailTaken when a user with this email (in any case) exists."""
         body = {_USER_JSON[k]: v for k, v in _checked(fields, _USER_CREATE_KEYS, "create_user").items() if v is not None}
-        data = self._data("POST", self._account_path() + "/users", body=body, what="account")
-        return _user(data)
+        return _user(self._data("POST", self._account_path() + "/users", body=body, what="account"))
 
     def update_user(self, user_id: str, changes: Mapping[str, Any]) -> CvUser:
         """Send exactly the given keys (None clears a nullable field); other fields stay as they are."""
@@ -273,8 +224,7 @@ class ClearVox:
     def create_contact(self, user_id: str, fields: Mapping[str, Any]) -> CvContact:
         """Create a private contact owned by the user; None values are left out."""
         body = {k: v for k, v in _contact_body(fields, "create_contact").items() if v is not None}
-        data = self._data("POST", _user_path(user_id) + "/contacts", body=body, what=f"user {user_id}")
-        return _contact(data)
+        return _contact(self._data("POST", _user_path(user_id) + "/contacts", body=body, what=f"user {user_id}"))
 
     def update_contact(self, contact_id: str, changes: Mapping[str, Any]) -> CvContact:
         """Send exactly the given keys. Visibility is the user's choice in ClearVox and is never sent."""
@@ -285,25 +235,58 @@ class ClearVox:
         """Delete a contact; ClearVoxNotFound when it is already gone."""
         self._call("DELETE", _contact_path(contact_id), what=f"contact {contact_id}")
 
+    # -- contract probe ------------------------------------------------------
+    def contract_samples(self) -> Iterator[tuple[str, str, Any]]:
+        """Read-only: (schema in CONTRACT_SCHEMAS, "GET path", envelope or ClearVoxError) for each answer relied on."""
+        def get(path: str, **params: str) -> Any:
+            try:
+                return self._call("GET", path, params={**params, "page": "1", "per_page": "1"}, what="account")
+            except ClearVoxError as exc:
+                return exc
+        account, users = self._account_path(), self._account_path() + "/users"
+        yield "Account", f"GET {account}", get(account)
+        yield "User[]", f"GET {users}", (page := get(users))
+        first = _first(page)
+        if isinstance(first.get("id"), str | int):
+            person = _user_path(str(first["id"]))
+            yield "Status", f"GET {person}/status", get(person + "/status")
+            yield "Contact[]", f"GET {person}/contacts", (contacts := get(person + "/contacts"))
+            if isinstance(_first(contacts).get("external_id"), str):
+                yield "Contact[]", f"GET {person}/contacts?external_id=", get(person + "/contacts",
+                                                                              external_id=_first(contacts)["external_id"])
+            for key in ("email", "external_application_id"):
+                if isinstance(first.get(key), str):
+                    yield "User[]", f"GET {users}?{key}=", get(users, **{key: first[key]})
+        yield "Contact[]", f"GET {account}/contacts", get(account + "/contacts")
+
     # -- HTTP ----------------------------------------------------------------
     def _account_path(self) -> str:
         return "/accounts/" + _seg(self.account_id)
 
-    def _pages(self, path: str, params: Mapping[str, str], *, what: str) -> Iterator[dict[str, Any]]:
-        page = 1
-        seen = 0
-        while True:
-            envelope = self._call("GET", path, params={**params, "page": str(page), "per_page": str(PAGE_SIZE)},
-                                  what=what)
-            items = envelope.get("data") or []
-            meta = envelope.get("meta") or {}
-            yield from items
-            seen += len(items)
-            per_page = int(meta.get("per_page") or PAGE_SIZE)
-            total = int(meta.get("total") or 0)
-            if not items or seen >= total or page * per_page >= total:
-                return
-            page += 1
+    def _pages(self, path: str, params: Mapping[str, str], *, what: str,
+               concurrency: int = 1) -> Iterator[dict[str, Any]]:
+        """Items page by page, `concurrency` pages in flight, until a short or empty page. `meta.total`
+        sizes nothing (a hostile total cannot queue requests); past MAX_PAGES pages is an error."""
+        width = max(1, min(concurrency, 16))
+
+        def page(number: int) -> tuple[list[dict[str, Any]], int, int]:
+            query = {**params, "page": str(number), "per_page": str(PAGE_SIZE)}
+            return _items(self._call("GET", path, params=query, what=what), f"GET {path}")
+
+        with ThreadPoolExecutor(max_workers=width) as pool:
+            number, wave = 1, 1
+            while number <= MAX_PAGES:
+                answers = list(pool.map(page, range(number, min(number + wave, MAX_PAGES + 1))))
+                for items, per_page, _ in answers:
+                    yield from items
+                    if len(items) < per_page:
+                        return
+                number += wave
+                per_page, total = answers[-1][1], answers[-1][2]
+                # the total only hints how many pages to ask at once, never more than `width`
+                wave = max(1, min(width, -(-(total - (number - 1) * per_page) // per_page)))
+        raise ClearVoxRejected(f"ClearVox GET {path} still had items after {MAX_PAGES} pages of {PAGE_SIZE}; "
+                               "no account holds that many: the PBX pages wrongly", 200, "bad_response")
 
     def _data(self, method: str, path: str, *, what: str, body: Any = None) -> dict[str, Any]:
         envelope = self._call(method, path, body=body, what=what)
@@ -315,17 +298,7 @@ class ClearVox:
     def _call(self, method: str, path: str, *, what: str, params: Mapping[str, str] | None = None,
               body: Any = None) -> dict[str, Any]:
         """One request; the parsed envelope on 2xx ({} when empty), else a typed error."""
-        kwargs: dict[str, Any] = {"params": dict(params) if params else None, "allow_redirects": False}
-        if body is not None:
-            kwargs["json"] = body
-        if self._verify is not None:
-            kwargs["verify"] = self._verify
-        started = time.monotonic()
-        try:
-            resp = self._session.request(method, self.base_url + path, **kwargs)
-        except requests.exceptions.RequestException as exc:
-            raise self._unreachable(exc, method, path) from exc
-        log.debug("clearvox %s %s -> %s in %.3fs", method, path, resp.status_code, time.monotonic() - started)
+        resp = self._send(method, path, params, body)
         if 200 <= resp.status_code < 300:
             if resp.status_code == 204 or not resp.content:
                 return {}
@@ -339,24 +312,9 @@ class ClearVox:
             return envelope
         raise self._error(resp, method, path, what)
 
-    def _unreachable(self, exc: requests.exceptions.RequestException, method: str, path: str) -> ClearVoxUnavailable:
-        if isinstance(exc, requests.exceptions.SSLError):
-            return ClearVoxUnavailable(
-                f"cannot set up a trusted TLS connection to {self.base_url}: check NEXXT365_CLEARVOX_URL, and "
-                "REQUESTS_CA_BUNDLE when the PBX uses a private certificate authority", 0, "tls")
-        if _timed_out(exc):
-            return ClearVoxUnavailable(
-                f"ClearVox at {self.base_url} did not answer {method} {path} in time: check NEXXT365_CLEARVOX_URL "
-                "and that the PBX is up (the next run tries again)", 0, "timeout")
-        return ClearVoxUnavailable(
-            f"cannot reach ClearVox at {self.base_url} ({type(exc).__name__}): check NEXXT365_CLEARVOX_URL "
-            "and that the PBX is reachable from this app", 0, "unreachable")
-
     def _error(self, resp: requests.Response, method: str, path: str, what: str) -> ClearVoxError:
         status = resp.status_code
-        code, detail, fields = _error_body(resp)
-        detail = self._scrub(detail)
-        fields = {self._scrub(k): self._scrub(v) for k, v in fields.items()}
+        code, detail, fields = (self._scrub(v) for v in _error_body(resp))
         where = f"ClearVox {method} {path}"
         if 300 <= status < 400:  # never followed: the key would travel to wherever it points
             return ClearVoxMisdirected(
@@ -390,31 +348,26 @@ class ClearVox:
                                     code or "validation_failed", fields)
         if status == 429 or status >= 500:
             return ClearVoxUnavailable(
-                f"{where}: ClearVox still answered {status} ({code or 'no error code'}) after retrying; "
+                f"{where}: ClearVox answered {status} ({code or 'no error code'}){after_retries(retries_made(resp))}; "
                 "the next run tries again", status, code or ("rate_limited" if status == 429 else "internal"))
         return ClearVoxRejected(f"{where}: unexpected {status} {code} {detail}".rstrip(), status, code)
 
-    def _scrub(self, text: str) -> str:
-        """A server may echo the request; its words must not carry the key into logs."""
-        return text.replace(self._api_key, "***") if self._api_key else text
-
-
-def _timed_out(exc: requests.exceptions.RequestException) -> bool:
-    """requests reports a read timeout that exhausted the retries as a ConnectionError around urllib3's."""
-    if isinstance(exc, requests.exceptions.Timeout):
-        return True
-    reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    # urllib3 2 still derives "connection refused" (NewConnectionError) from its TimeoutError
-    return isinstance(reason, urllib3.exceptions.TimeoutError) and not isinstance(
-        reason, urllib3.exceptions.NewConnectionError)
 
 
 def _api_root(base_url: str) -> str:
     raw = (base_url or "").strip().rstrip("/")
     parts = urlsplit(raw)
+    if "@" in parts.netloc:
+        raise ConfigError("NEXXT365_CLEARVOX_URL must not contain a user name or password (user:pw@host): the API "
+                          "key goes in NEXXT365_CLEARVOX_API_KEY. Example: https://pbx.example.nl")
     if parts.scheme != "https" or not parts.netloc or parts.query or parts.fragment:
         raise ConfigError(f"NEXXT365_CLEARVOX_URL {base_url!r} is not an https URL. Example: https://pbx.example.nl")
     return raw if raw.endswith(API_PREFIX) else raw + API_PREFIX
+
+
+def _first(envelope: Any) -> dict[str, Any]:
+    data = envelope.get("data") if isinstance(envelope, dict) else None
+    return data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else {}
 
 
 def _seg(value: str) -> str:
@@ -472,6 +425,34 @@ def _error_body(resp: requests.Response) -> tuple[str, str, dict[str, str]]:
             {str(k): str(v) for k, v in fields.items()} if isinstance(fields, dict) else {})
 
 
+def _items(envelope: Mapping[str, Any], where: str) -> tuple[list[dict[str, Any]], int, int]:
+    """The items of a list answer and the page size it used; ClearVoxRejected when it is not one."""
+    data, meta = envelope.get("data"), envelope.get("meta") or {}
+    if not isinstance(data, list) or not all(isinstance(i, dict) for i in data) or not isinstance(meta, dict):
+        raise ClearVoxRejected(f"ClearVox {where} answered a list without a data array of objects and a meta object "
+                               f"(got data {type(data).__name__}, meta {type(meta).__name__})", 200, "bad_response")
+    per_page = meta.get("per_page")
+    size = per_page if isinstance(per_page, int) and 0 < per_page <= PAGE_SIZE else PAGE_SIZE
+    total = meta.get("total")
+    return data, size, total if isinstance(total, int) else 0
+
+
+def _parsed(what: str, with_id: bool = True) -> Callable[[Callable[[Mapping[str, Any]], T]], Callable[[Mapping[str, Any]], T]]:
+    """A domain object from an answer; a missing id or a wrong type is ClearVoxRejected, never a traceback."""
+    def wrap(build: Callable[[Mapping[str, Any]], T]) -> Callable[[Mapping[str, Any]], T]:
+        def parse(data: Mapping[str, Any]) -> T:
+            try:
+                if with_id and (not isinstance(data.get("id"), str | int) or data.get("id") in ("", None)):
+                    raise ValueError("id")
+                return build(data)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise ClearVoxRejected(f"ClearVox answered a {what} the contract does not allow (field {exc!s:.40})",
+                                       200, "bad_response") from None
+        return parse
+    return wrap
+
+
+@_parsed("user")
 def _user(data: Mapping[str, Any]) -> CvUser:
     return CvUser(
         id=str(data["id"]),
@@ -489,6 +470,7 @@ def _user(data: Mapping[str, Any]) -> CvUser:
     )
 
 
+@_parsed("contact")
 def _contact(data: Mapping[str, Any]) -> CvContact:
     return CvContact(
         id=str(data["id"]),
@@ -505,8 +487,11 @@ def _contact(data: Mapping[str, Any]) -> CvContact:
     )
 
 
+@_parsed("status", with_id=False)
 def _status(data: Mapping[str, Any]) -> CvStatus:
-    return CvStatus(status=data["status"], changed_at=_timestamp(data["changed_at"]), changed_by=data["changed_by"])
+    if not isinstance(data["status"], str):
+        raise TypeError("status")
+    return CvStatus(status=data["status"], changed_at=_timestamp(data["changed_at"]), changed_by=str(data["changed_by"]))
 
 
 def _timestamp(text: str) -> datetime:

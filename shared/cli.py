@@ -1,7 +1,11 @@
 """The `nexxt365` command: doctor, sync, report unlinked, link, demo.
 
 Exit codes (ARCHITECTURE.md): 0 success, 1 the run finished with item
-failures, 2 configuration or permission error. Messages, never tracebacks.
+failures, 2 configuration or permission error, 3 not run (another run holds
+the lease). Messages, never tracebacks: an unexpected error is one line naming
+its class; the traceback goes to the debug log (`--debug`). Human output goes
+through `EscapingOut`, so control characters in upstream data (terminal escape
+sequences, BEL, NUL) are printed escaped.
 """
 
 from __future__ import annotations
@@ -14,11 +18,27 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from shared.errors import EXIT_CONFIG, EXIT_ITEM_FAILURES, EXIT_OK, Nexxt365Error
-from shared.report import RunReport
+from shared.errors import EXIT_CONFIG, EXIT_ITEM_FAILURES, EXIT_OK, ConfigError, Nexxt365Error
+from shared.report import RunReport, printable_lines
 from shared.settings import Settings, Tenant
 from shared.state import Store
 from shared.sync.base import sync_names
+
+log = logging.getLogger("nexxt365")
+
+
+class EscapingOut:
+    """A text stream for a person: every character that is not printable, except the line break, is written escaped."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+
+    def write(self, text: str) -> int:
+        self.out.write(printable_lines(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self.out.flush()
 
 
 def _parse_at(text: str) -> datetime:
@@ -33,10 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nexxt365", description="Microsoft 365 <-> ClearVox Nexxt connector.")
     parser.add_argument("--tenant", help="in multi-customer mode: only this customer (RowKey of the tenants table)")
     parser.add_argument("-v", "--verbose", action="store_true", help="more logging (never secrets)")
+    parser.add_argument("--debug", action="store_true", help="debug logging, with the traceback of an unexpected error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     doctor = sub.add_parser("doctor", help="check credentials, consent, permissions, ClearVox key/account/licence")
     doctor.add_argument("--json", action="store_true")
+    doctor.add_argument("--contract", action="store_true",
+                        help="also check, read-only, every ClearVox path and field the connector relies on")
 
     sync = sub.add_parser("sync", help="run one sync now")
     sync.add_argument("which", choices=sync_names())
@@ -77,9 +100,15 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
         print(f"  FAIL state storage: {exc}", file=out)
         store = None
     code = EXIT_OK if store is not None else EXIT_CONFIG
+    try:
+        tenants = _tenants(settings, args.tenant)
+    except ConfigError as exc:  # the same message every run would give
+        print(json.dumps({"checks": [{"check": "settings", "status": "FAIL", "detail": str(exc)}]}, indent=2) if args.json
+              else f"  FAIL settings: {exc}", file=out)
+        return EXIT_CONFIG
     results: list[dict[str, Any]] = []
-    for tenant in _tenants(settings, args.tenant):
-        checks = run_doctor(tenant, store)
+    for tenant in tenants:
+        checks = run_doctor(tenant, store, contract=args.contract)
         if not all(c.passed for c in checks):
             code = EXIT_CONFIG
         if args.json:
@@ -110,25 +139,7 @@ def _print_reports(reports: Sequence[RunReport], as_json: bool, out: TextIO) -> 
     for r in reports:
         if r.plan_text:
             print(r.plan_text, file=out)
-        print(human_summary(r), file=out)
-
-
-def human_summary(r: RunReport) -> str:
-    head = f"{r.sync} sync{' (dry run: nothing written)' if r.dry_run else ''} - tenant {r.tenant}"
-    if r.extra.get("not_run"):
-        return f"{head}: not run, {r.extra['not_run']}"
-    lines = [head,
-             f"  created {r.created}, updated {r.updated}, linked {r.linked}, deleted {r.deleted}, deactivated {r.deactivated}, "
-             f"unchanged {r.unchanged}, skipped {len(r.skipped)}, failed {len(r.failed)}"]
-    lines += [f"  skipped {s['name'] + ' (' + s['id'] + ')' if s.get('name') else s['id']}: {s['reason']}" for s in r.skipped[:50]]
-    if len(r.skipped) > 50:
-        lines.append(f"  ... and {len(r.skipped) - 50} more skipped (use --json for all)")
-    lines += [f"  warning {w['id']}: {w['reason']}" for w in r.warnings[:20]]
-    lines += [f"  FAILED {f['id']}: {f['reason']}" for f in r.failed[:50]]
-    if r.error:
-        lines.append(f"  ERROR: {r.error}")
-    lines.append(f"  requests: Graph {r.graph_requests}, ClearVox {r.clearvox_requests}, retries {r.retries}")
-    return "\n".join(lines)
+        print(r.human_summary(), file=out)
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
@@ -159,20 +170,34 @@ def cmd_demo(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
 COMMANDS = {"doctor": cmd_doctor, "sync": cmd_sync, "report": cmd_report, "link": cmd_link, "demo": cmd_demo}
 
 
+def _machine_output(args: argparse.Namespace) -> bool:
+    """JSON and CSV are printed as they are (JSON escapes control characters itself; CSV cells are neutralised)."""
+    return bool(getattr(args, "json", False) or getattr(args, "csv", False) is True)
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None, settings: Settings | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = out or sys.stdout
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("azure").setLevel(logging.WARNING)
-    logging.getLogger("nexxt365").setLevel(logging.INFO if args.verbose else logging.WARNING)
+    log.setLevel(level)
+    shown: TextIO = out if _machine_output(args) else EscapingOut(out)  # type: ignore[assignment]
     try:
         settings = settings or Settings()
-        return COMMANDS[args.command](args, settings, out)
+        return COMMANDS[args.command](args, settings, shown)
     except Nexxt365Error as exc:
-        print(f"nexxt365: {exc}", file=sys.stderr)
-        return exc.exit_code if exc.exit_code != EXIT_OK else EXIT_CONFIG
+        code = exc.exit_code if exc.exit_code != EXIT_OK else EXIT_CONFIG
+        print(f"nexxt365: {printable_lines(str(exc))}", file=sys.stderr)
+        if getattr(args, "json", False):  # a script reading stdout gets the reason too
+            print(json.dumps({"error": str(exc), "exit_code": code}), file=out)
+        return code
     except KeyboardInterrupt:
+        return EXIT_ITEM_FAILURES
+    except Exception as exc:  # one line for the operator; the traceback only in the debug log
+        log.debug("nexxt365 %s failed", args.command, exc_info=True)
+        print(f"nexxt365: unexpected {type(exc).__name__} in `{args.command}`: run with --debug / see the log for details.",
+              file=sys.stderr)
         return EXIT_ITEM_FAILURES
 
 

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from shared.clearvox import ClearVox
+from shared.clearvox_contract import contract_check
 from shared.clients import clients
 from shared.errors import AccountNotFound, ClearVoxError, Nexxt365Error
-from shared.graph.client import CONSENT_STEP, Graph
+from shared.graph.auth import CONSENT_STEP
+from shared.graph.client import Graph
+from shared.graph.users import all_users
 from shared.settings import Tenant
 from shared.state import Store
 from shared.sync.base import syncs
+from shared.sync.users.rules import is_valid_email, text_of
 
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 EXPIRY_WARNING = timedelta(days=30)
 
 
@@ -42,8 +44,13 @@ def _attempt(name: str, fn: Callable[[], str]) -> Check:
         return Check(name, "FAIL", f"unexpected {type(exc).__name__}")
 
 
-def run_doctor(tenant: Tenant, store: Store | None, *, verify: str | bool | None = None, today: date | None = None) -> list[Check]:
-    """All checks for one tenant; later checks are skipped when what they need failed."""
+def run_doctor(tenant: Tenant, store: Store | None, *, verify: str | bool | None = None, today: date | None = None,
+               contract: bool = False) -> list[Check]:
+    """All checks for one tenant; later checks are skipped when what they need failed.
+
+    Settings (status map, schedules, region, bounds) were checked when `tenant` was read, as in every run.
+    With `contract`, every ClearVox path and field the client relies on is checked as well (read-only).
+    """
     checks: list[Check] = []
     with clients(tenant, verify, reuse_tokens=False) as (graph, cv):  # prove the credentials work now
         token = _attempt("Microsoft Entra token",
@@ -60,6 +67,8 @@ def run_doctor(tenant: Tenant, store: Store | None, *, verify: str | bool | None
             checks.append(Check("permissions", "SKIP", "needs a token"))
         checks.append(_secret_expiry(tenant, today or datetime.now(UTC).date()))
         checks.extend(_clearvox_checks(cv, tenant))
+        if contract:
+            checks.extend(contract_checks(cv))
     if store is not None:
         checks.append(_attempt("state storage", lambda: (store.table("runs"), "tables reachable")[1]))
     return checks
@@ -88,9 +97,9 @@ def _permission_checks(tenant: Tenant, roles: set[str]) -> list[Check]:
 
 def _users_summary(graph: Graph) -> str:
     total = with_mail = 0
-    for user in graph.iter_items("/users", params={"$select": "id,mail,userPrincipalName", "$top": "999"}):
+    for user in all_users(graph):
         total += 1
-        if _EMAIL.match(str(user.get("mail") or "")):
+        if is_valid_email(text_of(user.get("mail"))):
             with_mail += 1
     without = total - with_mail
     note = (f"; {without} without an email in their contact info will be skipped "
@@ -147,3 +156,13 @@ def render(tenant: Tenant, checks: list[Check]) -> str:
     lines.append("  all checks passed" if not failed else f"  {failed} check(s) failed: fix them and run doctor again")
     return "\n".join(lines)
 
+
+def contract_checks(cv: ClearVox) -> list[Check]:
+    """`doctor --contract`: each mismatch between the PBX and clearvox-api.yaml as a failed check (read-only)."""
+    try:
+        findings = contract_check(cv)
+    except Nexxt365Error as exc:
+        return [Check("ClearVox contract", "FAIL", str(exc))]
+    if not findings:
+        return [Check("ClearVox contract", "OK", "every path and field the connector uses matches clearvox-api.yaml")]
+    return [Check("ClearVox contract", "FAIL", str(finding)) for finding in findings]

@@ -9,6 +9,7 @@ count retries for the run report.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,21 +41,49 @@ class HttpStats:
                 self.throttled += 1
 
 
-class CountingRetry(Retry):
-    """`Retry` that caps Retry-After and reports each retry to `HttpStats`."""
+def wait(seconds: float) -> None:
+    """Every wait between retries goes through here (urllib3's Retry-After and back-off, Graph's
+    per-item `$batch` retries), so tests replace it and never wait for real."""
+    time.sleep(seconds)
 
-    def __init__(self, *args: Any, stats: HttpStats | None = None, max_retry_after: float = 60.0, **kwargs: Any) -> None:
+
+class CountingRetry(Retry):
+    """`Retry` that caps Retry-After, reports each retry to `HttpStats`, and retries the
+    methods in `creating_methods` only on 429 (the server says it did not process the request):
+    after a 5xx or a gateway 504 a create may have happened, and a second one would duplicate it."""
+
+    def __init__(self, *args: Any, stats: HttpStats | None = None, max_retry_after: float = 60.0,
+                 creating_methods: frozenset[str] = frozenset(), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.stats = stats
         self.max_retry_after = max_retry_after
+        self.creating_methods = creating_methods
 
     def new(self, **kw: Any) -> CountingRetry:
         kw.setdefault("stats", self.stats)
         kw.setdefault("max_retry_after", self.max_retry_after)
+        kw.setdefault("creating_methods", self.creating_methods)
         return super().new(**kw)  # type: ignore[return-value]
+
+    def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
+        if method.upper() in self.creating_methods and status_code != 429:
+            return False
+        return super().is_retry(method, status_code, has_retry_after)
 
     def parse_retry_after(self, retry_after: str) -> float:
         return min(super().parse_retry_after(retry_after), self.max_retry_after)
+
+    def sleep_for_retry(self, response: Any) -> bool:
+        retry_after = self.get_retry_after(response)
+        if retry_after:
+            wait(retry_after)
+            return True
+        return False
+
+    def _sleep_backoff(self) -> None:
+        backoff = self.get_backoff_time()
+        if backoff > 0:
+            wait(backoff)
 
     def increment(self, method: str | None = None, url: str | None = None, response: Any = None,
                   error: Exception | None = None, _pool: Any = None, _stacktrace: Any = None) -> CountingRetry:
@@ -88,8 +117,13 @@ def make_session(
     max_retry_after: float = 60.0,
     pool_size: int = 16,
     timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
+    creating_methods: frozenset[str] = frozenset(),
 ) -> CountingSession:
-    """A session that retries 429/503/504 (all methods: a throttled request was not processed)."""
+    """A session that retries 429/503/504, connection set-up failures, never a read timeout.
+
+    `creating_methods` (ClearVox: POST creates) are retried on 429 only; every other
+    method is retried on all three (Graph's POSTs, $batch and getSchedule, are reads).
+    """
     stats = stats or HttpStats()
     retry = CountingRetry(
         total=retries,
@@ -106,9 +140,21 @@ def make_session(
         raise_on_status=False,
         stats=stats,
         max_retry_after=max_retry_after,
+        creating_methods=frozenset(m.upper() for m in creating_methods),
     )
     session = CountingSession(stats, timeout)
     adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=pool_size)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
+
+
+def retries_made(resp: requests.Response) -> int:
+    """How many times the session retried before this response (0 when it was the first answer)."""
+    retry = getattr(resp.raw, "retries", None)
+    return len(getattr(retry, "history", None) or ())
+
+
+def after_retries(count: int) -> str:
+    """" after N retries" for a message, or "" when nothing was retried."""
+    return f" after {count} {'retry' if count == 1 else 'retries'}" if count > 0 else ""

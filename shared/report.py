@@ -1,4 +1,11 @@
-"""The run report: counts and per-item reasons, stored in the runs table and printed by the CLI."""
+"""The run report: counts and per-item reasons, stored in the runs table and printed by the CLI.
+
+Every reason, warning and failure text is cut to REASON_MAX characters (with an
+ellipsis), so that one item echoing a huge upstream value cannot crowd out the
+rest of the report. Text printed for a person goes through `printable`, which
+escapes control characters (terminal escape sequences, BEL, NUL, newlines)
+that upstream data may hold.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,28 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.errors import EXIT_CONFIG, EXIT_ITEM_FAILURES, EXIT_NOT_RUN, EXIT_OK
+
+REASON_MAX = 500
+ELLIPSIS = "\u2026"
+SHOWN_SKIPPED = 50
+SHOWN_WARNINGS = 20
+SHOWN_FAILED = 50
+
+
+def cap(text: str, limit: int = REASON_MAX) -> str:
+    """At most `limit` characters: a longer text keeps its start and ends with an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1] + ELLIPSIS
+
+
+def printable(text: object) -> str:
+    """Text for a terminal: control characters (C0, DEL, C1) shown as escapes, so upstream data cannot drive it."""
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii")
+                   for c in str(text))
+
+
+def printable_lines(text: str) -> str:
+    """Several lines for a terminal: the line breaks kept, everything else as `printable`."""
+    return "\n".join(printable(line) for line in text.split("\n"))
 
 
 @dataclass
@@ -40,18 +69,18 @@ class RunReport:
 
     def add_skip(self, item_id: str, reason: str, name: str = "") -> None:
         with self._lock:
-            self.skipped.append({"id": item_id, "reason": reason, **({"name": name} if name else {})})
+            self.skipped.append({"id": cap(item_id), "reason": cap(reason), **({"name": cap(name)} if name else {})})
 
     def add_failure(self, item_id: str, reason: str) -> None:
         with self._lock:
-            self.failed.append({"id": item_id, "reason": reason})
+            self.failed.append({"id": cap(item_id), "reason": cap(reason)})
 
     def add_warning(self, item_id: str, reason: str) -> None:
         with self._lock:
-            self.warnings.append({"id": item_id, "reason": reason})
+            self.warnings.append({"id": cap(item_id), "reason": cap(reason)})
 
     def fail_run(self, message: str, exit_code: int = EXIT_CONFIG) -> None:
-        self.error = message
+        self.error = cap(message, 4 * REASON_MAX)
         self.error_exit = exit_code
 
     @property
@@ -96,3 +125,22 @@ class RunReport:
         if self.error:
             parts.append(f"error={self.error!r}")
         return "nexxt365 run " + " ".join(parts)
+
+    def human_summary(self) -> str:
+        """What the CLI and the demo print for a person: counts, then the first items with their reasons."""
+        head = f"{self.sync} sync{' (dry run: nothing written)' if self.dry_run else ''} - tenant {self.tenant}"
+        if self.extra.get("not_run"):
+            return printable(f"{head}: not run, {self.extra['not_run']}")
+        lines = [head,
+                 f"  created {self.created}, updated {self.updated}, linked {self.linked}, deleted {self.deleted}, "
+                 f"deactivated {self.deactivated}, unchanged {self.unchanged}, skipped {len(self.skipped)}, failed {len(self.failed)}"]
+        lines += [f"  skipped {s['name'] + ' (' + s['id'] + ')' if s.get('name') else s['id']}: {s['reason']}"
+                  for s in self.skipped[:SHOWN_SKIPPED]]
+        if len(self.skipped) > SHOWN_SKIPPED:
+            lines.append(f"  ... and {len(self.skipped) - SHOWN_SKIPPED} more skipped (use --json for all)")
+        lines += [f"  warning {w['id']}: {w['reason']}" for w in self.warnings[:SHOWN_WARNINGS]]
+        lines += [f"  FAILED {f['id']}: {f['reason']}" for f in self.failed[:SHOWN_FAILED]]
+        if self.error:
+            lines.append(f"  ERROR: {self.error}")
+        lines.append(f"  requests: Graph {self.graph_requests}, ClearVox {self.clearvox_requests}, retries {self.retries}")
+        return "\n".join(printable(line) for line in lines)

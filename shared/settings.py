@@ -10,27 +10,30 @@ Every error names the setting and shows what a valid value looks like.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from shared import validate
 from shared.errors import ConfigError
+
+if TYPE_CHECKING:
+    from shared.secrets import KeyVault
+
+log = logging.getLogger("nexxt365")
 
 DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
 DEFAULT_GRAPH = "https://graph.microsoft.com"
-DEFAULT_SCHEDULES = {
-    "NEXXT365_USERS_SCHEDULE": "0 */15 * * * *",
-    "NEXXT365_CONTACTS_SCHEDULE": "0 */30 * * * *",
-    "NEXXT365_CALENDAR_SCHEDULE": "0 * * * * *",
-}
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _DOMAIN = re.compile(r"^(?=.{3,253}$)([a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]{2,63}$")
+_SCHEDULE = re.compile(r"^NEXXT365_[A-Z]+_SCHEDULE$")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -48,7 +51,10 @@ def parse_tenant(value: str) -> str:
             "(contoso.onmicrosoft.com) or the token endpoint URL from Entra ID > App registrations > Endpoints."
         )
     if raw.lower().startswith(("https://", "http://")):
-        parts = [p for p in urlsplit(raw).path.split("/") if p]
+        try:
+            parts = [p for p in urlsplit(raw).path.split("/") if p]
+        except ValueError:
+            parts = []
         candidate = parts[0] if parts else ""
     else:
         candidate = raw.strip("/")
@@ -63,11 +69,9 @@ def parse_tenant(value: str) -> str:
     )
 
 
-def _url(name: str, value: str, example: str) -> str:
-    parts = urlsplit(value.strip())
-    if parts.scheme != "https" or not parts.netloc:
-        raise ConfigError(f"{name} {value!r} is not an https URL. Example: {example}")
-    return value.strip().rstrip("/")
+_url = validate.https_url
+FULL_SYNC_HOURS_MAX = 8760  # a year
+CONCURRENCY_MAX = 64
 
 
 def _bool(name: str, value: str | None, default: bool) -> bool:
@@ -91,6 +95,26 @@ def _int(name: str, value: str | None, default: int, minimum: int = 0) -> int:
     if number < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, not {number}.")
     return number
+
+
+def _region(value: str | None) -> str:
+    import phonenumbers
+
+    region = (value or "NL").strip().upper()
+    if not re.fullmatch(r"[A-Z]{2}", region):
+        raise ConfigError(f"NEXXT365_DEFAULT_REGION {region!r} is not a two-letter country code such as NL or BE.")
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ConfigError(f"NEXXT365_DEFAULT_REGION {region!r} is not a region with a telephone numbering plan: "
+                          "use a two-letter ISO country code such as NL, BE or DE.")
+    return region
+
+
+def _status_map(value: str | None) -> str | None:
+    from shared.sync.calendar.rules import parse_status_map
+
+    text = (value or "").strip() or None
+    parse_status_map(text)  # a typo must fail doctor and every run alike, not only the calendar run
+    return text
 
 
 def _choice(name: str, value: str | None, choices: tuple[str, ...]) -> str:
@@ -117,7 +141,6 @@ class Options:
     default_region: str = "NL"
     status_map: str | None = None  # parsed by the calendar sync
     respect_manual: bool = False
-    calendar_lookahead: int = 0  # minutes; 0 = off
     # -- Teams presence as a second input to the calendar status (shared.sync.calendar.teams)
     teams_presence: bool = False
     presence_map: str | None = None  # validated here, parsed by the calendar sync
@@ -127,24 +150,31 @@ class Options:
         group = (get("NEXXT365_USERS_GROUP") or "").strip() or None
         if group and not _GUID.match(group):
             raise ConfigError(f"NEXXT365_USERS_GROUP {group!r} is not an Entra group object ID (a GUID).")
-        region = (get("NEXXT365_DEFAULT_REGION") or "NL").strip().upper()
-        if not re.fullmatch(r"[A-Z]{2}", region):
-            raise ConfigError(f"NEXXT365_DEFAULT_REGION {region!r} is not a two-letter country code such as NL or BE.")
         return cls(
-            full_sync_hours=_int("NEXXT365_FULL_SYNC_HOURS", get("NEXXT365_FULL_SYNC_HOURS"), 24, 1),
+            full_sync_hours=validate.bounded_int("NEXXT365_FULL_SYNC_HOURS", get("NEXXT365_FULL_SYNC_HOURS"), 24, 1,
+                                                 FULL_SYNC_HOURS_MAX),
             auto_link=_bool("NEXXT365_AUTO_LINK", get("NEXXT365_AUTO_LINK"), False),
             on_removed=_choice("NEXXT365_ON_REMOVED", get("NEXXT365_ON_REMOVED"), ("report", "deactivate")),
             max_deactivations=_int("NEXXT365_MAX_DEACTIVATIONS", get("NEXXT365_MAX_DEACTIVATIONS"), 10, 0),
             users_group=group.lower() if group else None,
             include_guests=_bool("NEXXT365_INCLUDE_GUESTS", get("NEXXT365_INCLUDE_GUESTS"), False),
             include_disabled=_bool("NEXXT365_INCLUDE_DISABLED", get("NEXXT365_INCLUDE_DISABLED"), False),
-            clearvox_concurrency=_int("NEXXT365_CLEARVOX_CONCURRENCY", get("NEXXT365_CLEARVOX_CONCURRENCY"), 16, 1),
-            default_region=region,
-            status_map=(get("NEXXT365_STATUS_MAP") or "").strip() or None,
+            clearvox_concurrency=validate.bounded_int("NEXXT365_CLEARVOX_CONCURRENCY", get("NEXXT365_CLEARVOX_CONCURRENCY"),
+                                                      16, 1, CONCURRENCY_MAX),
+            default_region=_region(get("NEXXT365_DEFAULT_REGION")),
+            status_map=_status_map(get("NEXXT365_STATUS_MAP")),
             respect_manual=_bool("NEXXT365_RESPECT_MANUAL", get("NEXXT365_RESPECT_MANUAL"), False),
-            calendar_lookahead=_int("NEXXT365_CALENDAR_LOOKAHEAD", get("NEXXT365_CALENDAR_LOOKAHEAD"), 0, 0),
             **_presence_options(get),
         )
+
+    def merged(self, overrides: Mapping[str, Any]) -> Options:
+        """These options with a customer's overrides (setting names without NEXXT365_) applied over them."""
+        known = {f.name.upper() for f in fields(self)}
+        given = {k.upper(): str(v) for k, v in overrides.items() if k.upper() in known and v is not None}
+        if not given:
+            return self
+        parsed = Options.from_values(lambda n: given.get(n.removeprefix("NEXXT365_")))
+        return replace(self, **{k.lower(): getattr(parsed, k.lower()) for k in given})
 
 
 def _presence_options(get: Callable[[str], str | None]) -> dict[str, Any]:
@@ -195,15 +225,24 @@ def _fixed(value: str) -> SecretResolver:
 
 
 def read_local_settings(path: Path | None = None) -> dict[str, str]:
-    """The "Values" of local.settings.json (the Functions Core Tools format), when present."""
+    """The "Values" of local.settings.json (the Functions Core Tools format), when present.
+
+    A UTF-8 byte order mark (as some Windows editors save) is accepted; `"Values": null` means no values.
+    """
     path = path or Path.cwd() / "local.settings.json"
     if not path.is_file():
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path} is not valid JSON ({exc}). Compare with local.settings.example.json.") from None
     values = data.get("Values", {}) if isinstance(data, dict) else {}
+    if values is None:
+        log.warning("%s has \"Values\": null: no settings are read from it", path)
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: \"Values\" must be an object of setting names and values. "
+                          "Compare with local.settings.example.json.")
     return {str(k): str(v) for k, v in values.items() if v is not None}
 
 
@@ -245,11 +284,19 @@ class Settings:
                 "e.g. 'UseDevelopmentStorage=true' for Azurite, or a table endpoint URL such as "
                 "'https://<account>.table.core.windows.net' used with the managed identity."
             )
-        if value.lower().startswith("http") and not value.lower().startswith("https://") and "127.0.0.1" not in value:
-            raise ConfigError(f"NEXXT365_STATE {value!r} must be an https table endpoint or a connection string.")
+        if value.lower().startswith("http") and not value.lower().startswith("https://") and not validate.is_local_http(value):
+            raise ConfigError(f"NEXXT365_STATE {value!r} must be an https table endpoint or a connection string "
+                              "(plain http only for the storage emulator on 127.0.0.1, ::1 or localhost).")
         return value
 
+    def schedules(self) -> dict[str, str]:
+        """Every NEXXT365_<SYNC>_SCHEDULE that is set, checked as NCRONTAB (the host reads them; unset ones get the
+        defaults of infra/main.bicep and local.settings.example.json, which are valid)."""
+        names = sorted({n for source in (self.env, self.local) for n in source if _SCHEDULE.match(n)})
+        return {name: validate.validate_ncrontab(name, (self.get(name) or "").strip()) for name in names}
+
     def options(self) -> Options:
+        self.schedules()
         return Options.from_values(self.get)
 
     def single_tenant(self) -> Tenant:
@@ -267,9 +314,10 @@ class Settings:
                 "NEXXT365_CLIENT_SECRET is not set (nor NEXXT365_CLIENT_CERTIFICATE). Create a client secret in "
                 "Entra ID > App registrations > your app > Certificates & secrets and set its Value (not its ID)."
             )
-        if cert and "PRIVATE KEY" not in cert:
-            raise ConfigError("NEXXT365_CLIENT_CERTIFICATE must be a PEM with the certificate and its private key.")
-        api_key = self.require("NEXXT365_CLEARVOX_API_KEY", "Create an API key in ClearVox Nexxt and set it here.")
+        if cert:
+            cert = validate.certificate_pem("NEXXT365_CLIENT_CERTIFICATE", cert)
+        api_key = validate.ascii_secret("NEXXT365_CLEARVOX_API_KEY", self.require(
+            "NEXXT365_CLEARVOX_API_KEY", "Create an API key in ClearVox Nexxt and set it here."))
         return Tenant(
             key=_tenant_key(tenant),
             tenant=tenant,
@@ -289,13 +337,25 @@ class Settings:
             options=self.options(),
         )
 
-    def tenants(self) -> list[Tenant]:
+    def tenants(self, vault: KeyVault | None = None) -> list[Tenant]:
         """Every customer this app serves: one from settings, or the rows of the tenants table."""
         if not self.multi_tenant:
             return [self.single_tenant()]
-        from shared.tenants import load_tenants  # azure SDK imports only in this mode
+        from shared.secrets import KeyVault
+        from shared.tenants import TENANTS_PARTITION, read_tenant_rows  # azure SDK imports only in this mode
 
-        return load_tenants(self)
+        table_name = validate.table_name("NEXXT365_TENANTS_TABLE", (self.get("NEXXT365_TENANTS_TABLE") or "").strip())
+        vault_url = (self.get("NEXXT365_KEY_VAULT_URL") or "").strip()
+        if not vault_url and vault is None:
+            raise ConfigError("NEXXT365_KEY_VAULT_URL is not set; it is needed with NEXXT365_TENANTS_TABLE. "
+                              "Example: https://kv-nexxt365.vault.azure.net")
+        kv = vault or KeyVault(vault_url)
+        options = self.options()
+        rows = read_tenant_rows(self.state_connection(), table_name)
+        tenants = [tenant_from_row(row, options, kv.resolver, lambda n: lambda: kv.expires(n)) for row in rows]
+        if not tenants:
+            raise ConfigError(f"NEXXT365_TENANTS_TABLE {table_name!r} has no rows with PartitionKey '{TENANTS_PARTITION}'.")
+        return tenants
 
 
 def _tenant_key(tenant: str) -> str:
@@ -316,6 +376,11 @@ def _date(name: str, value: str | None) -> date | None:
         return date.fromisoformat(value.strip()[:10])
     except ValueError:
         raise ConfigError(f"{name} {value!r} is not a date. Example: 2027-06-30") from None
+
+
+def _checked_certificate(resolve: SecretResolver, name: str) -> SecretResolver:
+    """A certificate from Key Vault, checked (and its literal \\n repaired) when it is first read."""
+    return lambda: validate.certificate_pem(name, resolve())
 
 
 def tenant_from_row(
@@ -339,17 +404,17 @@ def tenant_from_row(
     cert_name = str(row.get("ClientCertificateName") or "").strip()
     if not secret_name and not cert_name:
         raise ConfigError(f"{where}: set ClientSecretName (the Key Vault secret holding the client secret).")
-    opts = options
     overrides = {k[len("Option_"):]: v for k, v in row.items() if isinstance(k, str) and k.startswith("Option_")}
-    if overrides:
-        opts = Options.from_values(
-            lambda n: str(overrides[n.removeprefix("NEXXT365_")]) if n.removeprefix("NEXXT365_") in overrides else None)
+    try:
+        opts = options.merged(overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc} (column Option_<name> overrides NEXXT365_<name>)") from None
     return Tenant(
         key=re.sub(r"[^A-Za-z0-9]", "", name) or _tenant_key(tenant),
         tenant=tenant,
         client_id=need("ClientId").lower(),
         client_secret=secret(secret_name) if secret_name else None,
-        client_certificate=secret(cert_name) if cert_name else None,
+        client_certificate=_checked_certificate(secret(cert_name), f"Key Vault secret {cert_name}") if cert_name else None,
         clearvox_url=_url(f"{where}: ClearVoxUrl", need("ClearVoxUrl"), "https://pbx.example.nl"),
         clearvox_account=need("ClearVoxAccount"),
         clearvox_api_key=secret(need("ClearVoxApiKeyName")),

@@ -12,13 +12,21 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+)
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from shared.errors import ConfigError, LeaseLost
@@ -27,6 +35,7 @@ TABLES = ("cursors", "links", "entrausers", "contactmap", "presence", "runs", "l
 _BATCH = 100
 _SYSTEM = {"PartitionKey", "RowKey", "Timestamp", "etag"}
 _DEV_CONNECTION = "UseDevelopmentStorage=true"
+RUN_REPORT_MAX = 30000  # a Table Storage string property holds 32K characters
 log = logging.getLogger("nexxt365")
 
 
@@ -43,14 +52,36 @@ def azure_credential() -> Any:
 def table_service(connection: str, credential: Any = None) -> TableServiceClient:
     """A service client from a connection string, or from a table endpoint URL with managed identity."""
     conn = connection.strip()
-    if conn.lower().startswith(("https://", "http://")):
-        if credential is None:
-            credential = azure_credential()
-        return TableServiceClient(endpoint=conn, credential=credential)
     try:
+        if conn.lower().startswith(("https://", "http://")):
+            if credential is None:
+                credential = azure_credential()
+            return TableServiceClient(endpoint=conn, credential=credential)
         return TableServiceClient.from_connection_string(conn)
     except ValueError:
-        raise ConfigError("NEXXT365_STATE is not a valid Table Storage connection string or table endpoint URL.") from None
+        raise ConfigError("NEXXT365_STATE is not a valid Table Storage connection string or table endpoint URL. "
+                          "Copy the connection string from the storage account's Access keys page, or use "
+                          "'https://<account>.table.core.windows.net' with the managed identity.") from None
+
+
+@contextmanager
+def state_errors() -> Iterator[None]:
+    """Turn 'cannot reach or sign in to the state storage' into a ConfigError that names NEXXT365_STATE."""
+    try:
+        yield
+    except ClientAuthenticationError as exc:  # also a malformed AccountKey (AzureSigningError) and no managed identity
+        if type(exc).__name__ == "AzureSigningError":
+            reason = "the AccountKey in the connection string is not valid base64: copy it again from Access keys"
+        elif isinstance(exc, HttpResponseError) and exc.status_code in (401, 403):
+            reason = ("the storage refused the credential: check the connection string, or give the managed identity "
+                      "the Storage Table Data Contributor role")
+        else:
+            reason = ("no credential for the table endpoint: in Azure set NEXXT365_MANAGED_IDENTITY_CLIENT_ID to the "
+                      "function app's identity, elsewhere use a connection string")
+        raise ConfigError(f"The state storage (NEXXT365_STATE) cannot be used: {reason}.") from None
+    except ServiceRequestError:
+        raise ConfigError("The state storage (NEXXT365_STATE) cannot be reached: with 'UseDevelopmentStorage=true' start "
+                          "Azurite (the storage emulator); otherwise check the account name and the network.") from None
 
 
 def _clean(props: Mapping[str, Any]) -> dict[str, Any]:
@@ -88,7 +119,8 @@ class Store:
             if client is None:
                 client = self.service.get_table_client(f"{self.prefix}{name}")
                 try:
-                    client.create_table()
+                    with state_errors():
+                        client.create_table()
                 except ResourceExistsError:
                     pass
                 except HttpResponseError as exc:
@@ -103,6 +135,31 @@ class Store:
 
     def for_tenant(self, tenant_key: str) -> State:
         return State(self, tenant_key)
+
+
+def fit_report(report: Mapping[str, Any], limit: int = RUN_REPORT_MAX) -> str:
+    """The report as JSON of at most `limit` characters: the longest lists lose their tail first.
+
+    `truncated` then says, per list, how many entries were left out.
+    """
+    body = json.dumps(report, default=str)
+    if len(body) <= limit:
+        return body
+    doc = dict(report)
+    lists = {k: list(v) for k, v in doc.items() if isinstance(v, list)}
+    left_out = dict.fromkeys(lists, 0)
+    while len(body) > limit and any(lists.values()):
+        longest = max(lists, key=lambda k: len(json.dumps(lists[k], default=str)))
+        drop = max(1, len(lists[longest]) // 4)
+        del lists[longest][-drop:]
+        left_out[longest] += drop
+        doc |= lists
+        doc["truncated"] = {k: n for k, n in left_out.items() if n}
+        body = json.dumps(doc, default=str)
+    if len(body) > limit:  # the counts alone are too long: keep only numbers and short texts
+        body = json.dumps({k: v for k, v in doc.items() if isinstance(v, int | float | bool) or
+                           (isinstance(v, str) and len(v) < 1000)} | {"truncated": True})
+    return body
 
 
 @dataclass(frozen=True)
@@ -182,13 +239,10 @@ class State:
 
     # -- runs ------------------------------------------------------------
     def save_run(self, sync: str, report: Mapping[str, Any]) -> None:
-        """Newest first: RowKey sorts by inverted time."""
+        """Newest first: RowKey sorts by inverted time. A report too large for one row keeps its lists, shortened."""
         now = datetime.now(UTC)
         inverted = f"{10**13 - int(now.timestamp() * 1000):013d}"
-        body = json.dumps(report)
-        if len(body) > 30000:  # a Table Storage string holds 32K characters
-            body = json.dumps({k: v for k, v in report.items() if not isinstance(v, list)} | {"truncated": True})
-        self.upsert("runs", {f"{inverted}-{sync}": {"sync": sync, "at": now, "report": body}})
+        self.upsert("runs", {f"{inverted}-{sync}": {"sync": sync, "at": now, "report": fit_report(report)}})
 
     # -- leases ----------------------------------------------------------
     def acquire_lease(self, sync: str, duration: timedelta, owner: str | None = None) -> Lease | None:

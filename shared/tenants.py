@@ -1,44 +1,30 @@
-"""Multi-customer mode: tenants from a table, secrets from Key Vault.
+"""Multi-customer mode: the rows of the tenants table.
 
 Table NEXXT365_TENANTS_TABLE, PartitionKey "tenant", one row per customer:
 RowKey (short customer key), Tenant, ClientId, ClientSecretName (or
 ClientCertificateName), ClearVoxUrl, ClearVoxAccount, ClearVoxApiKeyName, and
 optional AuthorityHost, GraphUrl and Option_<SETTING> overrides such as
-Option_AUTO_LINK=true.
+Option_AUTO_LINK=true. `Settings.tenants()` turns the rows into Tenant objects.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 from shared.errors import ConfigError
-from shared.secrets import KeyVault
-from shared.settings import Tenant, tenant_from_row
-
-if TYPE_CHECKING:
-    from shared.settings import Settings
 
 TENANTS_PARTITION = "tenant"
 
 
-def load_tenants(settings: Settings, vault: KeyVault | None = None) -> list[Tenant]:
-    from shared.state import table_service
-
-    table_name = (settings.get("NEXXT365_TENANTS_TABLE") or "").strip()
-    vault_url = (settings.get("NEXXT365_KEY_VAULT_URL") or "").strip()
-    if not vault_url and vault is None:
-        raise ConfigError("NEXXT365_KEY_VAULT_URL is not set; it is needed with NEXXT365_TENANTS_TABLE. Example: https://kv-nexxt365.vault.azure.net")
-    kv = vault or KeyVault(vault_url)
-    service = table_service(settings.state_connection())
-    table = service.get_table_client(table_name)
-    options = settings.options()
+def read_tenant_rows(connection: str, table_name: str) -> list[dict[str, Any]]:
+    """Every customer row of the tenants table in the state storage account."""
     from azure.core.exceptions import ResourceNotFoundError
 
+    from shared.state import state_errors, table_service
+
+    table = table_service(connection).get_table_client(table_name)
     try:
-        rows = list(table.query_entities(f"PartitionKey eq '{TENANTS_PARTITION}'"))
+        with state_errors():
+            return [dict(row) for row in table.query_entities(f"PartitionKey eq '{TENANTS_PARTITION}'")]
     except ResourceNotFoundError:
         raise ConfigError(f"NEXXT365_TENANTS_TABLE {table_name!r} does not exist in the state storage account.") from None
-    tenants = [tenant_from_row(row, options, kv.resolver, lambda n: lambda: kv.expires(n)) for row in rows]
-    if not tenants:
-        raise ConfigError(f"NEXXT365_TENANTS_TABLE {table_name!r} has no rows with PartitionKey '{TENANTS_PARTITION}'.")
-    return tenants

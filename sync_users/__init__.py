@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared import runner
+from shared.timer import tick
 
 bp = func.Blueprint()
 
@@ -12,4 +12,4 @@ bp = func.Blueprint()
 @bp.timer_trigger(schedule="%NEXXT365_USERS_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
 def sync_users(timer: func.TimerRequest) -> None:
     """Thin on purpose: all logic is in shared/ and runs the same from the CLI and the tests."""
-    runner.run_all("users")
+    tick("users", timer)

@@ -113,6 +113,13 @@ class ApiError(Exception):
 Handler = Callable[[Request, str], Response]
 
 
+@dataclass
+class Rewrite:
+    match: Callable[[Request], bool]
+    change: Callable[[Response], Response]
+    count: int
+
+
 class ClearVoxSim(SimServer):
     """One ClearVox Nexxt account behind an HTTPS API that follows the contract.
 
@@ -152,6 +159,7 @@ class ClearVoxSim(SimServer):
         self._contacts_by_owner: dict[str, dict[str, None]] = {}
         self._user_ids = itertools.count(1001)
         self._contact_ids = itertools.count(5001)
+        self._rewrites: list[Rewrite] = []
         self._routes: list[tuple[re.Pattern[str], str, dict[str, Handler]]] = [
             (re.compile(r"/accounts/([^/]+)"), "/accounts/{accountId}", {"GET": self._get_account}),
             (re.compile(r"/accounts/([^/]+)/users"), "/accounts/{accountId}/users",
@@ -231,8 +239,24 @@ class ClearVoxSim(SimServer):
             retry_after = 1
         super().inject(status, count=count, match=match, retry_after=retry_after, body=body)
 
+    def rewrite(self, change: Callable[[Response], Response], *, count: int = 1,
+                match: Callable[[Request], bool] | None = None) -> None:
+        """Handle the next `count` matching requests as usual (state changes included), then answer
+        `change(response)` instead: a gateway 504 after a create, a renamed field, a hostile total."""
+        with self.lock:
+            self._rewrites.append(Rewrite(match or (lambda r: True), change, count))
+
     # -- HTTP ---------------------------------------------------------------
     def handle(self, req: Request) -> Response:
+        resp = self._dispatch(req)
+        with self.lock:
+            for rule in self._rewrites:
+                if rule.count > 0 and rule.match(req):
+                    rule.count -= 1
+                    return rule.change(resp)
+        return resp
+
+    def _dispatch(self, req: Request) -> Response:
         path = req.path.rstrip("/")
         if not (path == API_PREFIX or path.startswith(API_PREFIX + "/")):
             return ApiError(404, "not_found", f"no such path {req.path}").response()

@@ -29,9 +29,7 @@ def _section(out: TextIO, title: str) -> None:
 
 
 def _report(out: TextIO, report: RunReport) -> None:
-    from shared.cli import human_summary
-
-    print(human_summary(report), file=out)
+    print(report.human_summary(), file=out)
 
 
 def run_demo(out: TextIO) -> int:

@@ -40,7 +40,6 @@ from shared.sandbox.graph_store import (
     Contact,
     ContactFolder,
     GraphStore,
-    Occurrence,
     UnknownTimeZoneError,
     User,
     changed_keys,
@@ -61,7 +60,7 @@ MAILBOX_SETTINGS_ROLES = frozenset({"MailboxSettings.Read", "MailboxSettings.Rea
 PRESENCE_ROLES = frozenset({"Presence.Read.All", "Presence.ReadWrite.All"})
 
 #: path segments under /users/{id} served by Exchange Online (per-mailbox limits and policies apply).
-MAILBOX_SEGMENTS = frozenset({"contacts", "contactfolders", "calendarview", "calendar", "calendars", "events",
+MAILBOX_SEGMENTS = frozenset({"contacts", "contactfolders", "calendar", "calendars", "events",
                               "mailboxsettings", "messages", "mailfolders"})
 
 _STATUS_RANK = {"free": 0, "unknown": 0, "workingElsewhere": 1, "tentative": 2, "busy": 3, "oof": 4}
@@ -216,6 +215,7 @@ class GraphSim(GraphStore, SimServer):
         self._delta_epoch = {"users": 0, "contacts": 0}
         self._epoch_modes: dict[str, list[str]] = {"users": [], "contacts": []}
         self._rounds: OrderedDict[str, _Round] = OrderedDict()
+        self._rewrites: list[list[Any]] = []  # [match, change, count]
 
     @property
     def authority(self) -> str:
@@ -272,13 +272,25 @@ class GraphSim(GraphStore, SimServer):
             return graph_error(504, "UnknownError", "Gateway timeout.", headers)
         return graph_error(status, "generalException", "An unspecified error has occurred.", headers)
 
+    def rewrite(self, change: Callable[[Request, Response], Response], *, count: int = 1,
+                match: Callable[[Request], bool] | None = None) -> None:
+        """Answer the next `count` matching requests with `change(request, normal answer)`: a looping
+        nextLink, a link to another host, a token error echoing the secret, malformed JSON."""
+        with self._data_lock:
+            self._rewrites.append([match or (lambda r: True), change, count])
+
     # -- entry point -----------------------------------------------------------
     def handle(self, req: Request) -> Response:
         with self._data_lock:
             try:
-                return self._dispatch(req)
+                resp = self._dispatch(req)
             except _Fail as fail:
-                return fail.response
+                resp = fail.response
+            for rule in self._rewrites:
+                if rule[2] > 0 and rule[0](req):
+                    rule[2] -= 1
+                    return rule[1](req, resp)  # type: ignore[no-any-return]
+            return resp
 
     def _dispatch(self, req: Request) -> Response:
         segs = [unquote(s) for s in req.path.split("/") if s]
@@ -587,11 +599,6 @@ class GraphSim(GraphStore, SimServer):
             self._method(req, "GET")
             self._require(roles, MAILBOX_SETTINGS_ROLES, mailbox=True)
             return self._mailbox_settings(self._mailbox_user(key), sub[1:])
-        if sub in (["calendarview"], ["calendar", "calendarview"]):
-            self.counts["calendarView"] += 1
-            self._method(req, "GET")
-            self._require(roles, CALENDAR_ROLES, mailbox=True)
-            return self._calendar_view(req, self._mailbox_user(key))
         if sub == ["calendar", "getschedule"]:
             self.counts["getSchedule"] += 1
             self._method(req, "POST")
@@ -1049,64 +1056,6 @@ class GraphSim(GraphStore, SimServer):
             raise _Fail(graph_error(400, "TimeZoneNotSupportedException",
                                     "A valid TimeZone value must be specified. The following TimeZone value is not "
                                     f"supported: '{name}'.")) from None
-
-    def _calendar_view(self, req: Request, user: User) -> Response:
-        q = self._query(req)
-        if not q.get("startdatetime") or not q.get("enddatetime"):
-            return graph_error(400, "ErrorInvalidParameter",
-                               "This request requires a time window specified by the query string parameters "
-                               "StartDateTime and EndDateTime.")
-        try:
-            start, end = parse_iso(q["startdatetime"]), parse_iso(q["enddatetime"])
-        except ValueError:
-            return graph_error(400, "ErrorInvalidParameter", "The value of the parameter 'StartDateTime' is invalid.")
-        tz_name, tz, headers = self._output_zone(req)
-        raw_select = q.get("$select")
-        select = [s.strip() for s in raw_select.split(",")] if raw_select else None
-        resp = self._offset_page(req, self.occurrences(user, start, end),
-                                 lambda o: self._event_json(o, tz_name, tz, user, select),
-                                 f"{self.url}/v1.0/$metadata#users('{user.id}')/calendarView",
-                                 max_top=1000, default_top=self.outlook_page_size)
-        resp.headers.update(headers)
-        return resp
-
-    def _event_json(self, occ: Occurrence, tz_name: str, tz: tzinfo, user: User,
-                    select: list[str] | None) -> dict[str, Any]:
-        event = occ.event
-        if event.is_all_day:
-            assert occ.start_date is not None and occ.end_date is not None
-            # all-day items are floating: midnight to midnight whatever zone is asked for
-            start = {"dateTime": f"{occ.start_date.isoformat()}T00:00:00.0000000", "timeZone": tz_name}
-            end = {"dateTime": f"{occ.end_date.isoformat()}T00:00:00.0000000", "timeZone": tz_name}
-            original = user.time_zone
-        else:
-            start = {"dateTime": graph_time(occ.start.astimezone(tz)), "timeZone": tz_name}
-            end = {"dateTime": graph_time(occ.end.astimezone(tz)), "timeZone": tz_name}
-            assert event.start is not None
-            original = str(getattr(event.start.tzinfo, "key", "UTC"))
-        owner = {"emailAddress": {"name": user.get("displayName"), "address": user.get("mail") or user.get("userPrincipalName")}}
-        full: dict[str, Any] = {
-            "@odata.etag": f'W/"{event.change_key}"', "id": occ.id,
-            "createdDateTime": _iso_z(event.created_at), "lastModifiedDateTime": _iso_z(event.modified_at),
-            "changeKey": event.change_key, "categories": [], "transactionId": None,
-            "originalStartTimeZone": original, "originalEndTimeZone": original,
-            "iCalUId": "040000008200E00074C5B7101A82E008" + hashlib.sha1(event.id.encode()).hexdigest().upper(),
-            "reminderMinutesBeforeStart": 15, "isReminderOn": True, "hasAttachments": False,
-            "subject": event.subject, "bodyPreview": "", "importance": "normal", "sensitivity": event.sensitivity,
-            "isAllDay": event.is_all_day, "isCancelled": event.is_cancelled, "isOrganizer": True,
-            "responseRequested": True, "seriesMasterId": event.id if occ.type == "occurrence" else None,
-            "showAs": event.show_as, "type": occ.type, "webLink": f"https://outlook.office365.com/owa/?itemid={occ.id}",
-            "onlineMeetingUrl": None, "isOnlineMeeting": False, "onlineMeetingProvider": "unknown",
-            "allowNewTimeProposals": True, "isDraft": False, "hideAttendees": False,
-            "responseStatus": {"response": "organizer", "time": "0001-01-01T00:00:00Z"},
-            "body": {"contentType": "html", "content": ""}, "start": start, "end": end,
-            "location": {"displayName": event.location or "", "locationType": "default",
-                         "uniqueIdType": "unknown", "address": {}, "coordinates": {}},
-            "locations": [], "recurrence": None, "attendees": [], "organizer": owner, "onlineMeeting": None,
-        }
-        if not select:
-            return full
-        return {k: v for k, v in full.items() if k in ("@odata.etag", "id") or k in select}
 
     def _mailbox_settings(self, user: User, sub: list[str]) -> Response:
         working = {"daysOfWeek": ["monday", "tuesday", "wednesday", "thursday", "friday"],

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from shared import http
 from shared.sandbox.azurite import Azurite
 from shared.sandbox.world import World
 from shared.state import Store
@@ -30,3 +31,11 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     with World() as w:
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", w.verify)
         yield w
+
+
+@pytest.fixture(autouse=True)
+def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Retry waits (Retry-After, back-off) are recorded instead of slept: no test waits for real."""
+    recorded: list[float] = []
+    monkeypatch.setattr(http, "wait", recorded.append)
+    return recorded

@@ -15,13 +15,12 @@ import pytest
 from shared import runner
 from shared.errors import ConfigError, ConsentError, GraphItemError, GraphUnavailable
 from shared.graph.client import Graph
-from shared.http import CountingRetry
+from shared.graph.presence import PRESENCE_IDS_LIMIT, get_presences
 from shared.report import RunReport
 from shared.sandbox.world import World
 from shared.settings import Options
 from shared.state import Store
 from shared.sync.base import spec_for
-from shared.sync.calendar.graph_presence import PRESENCE_IDS_LIMIT, get_presences
 from tests.integration.test_calendar_sync import Office, Person, at
 
 ROLES = ["User.Read.All", "Contacts.Read", "Calendars.Read", "Presence.Read.All"]
@@ -39,12 +38,6 @@ class TeamsOffice(Office):
 
     def presence_requests(self) -> int:
         return len(self.world.graph.requests_to(lambda r: r.path == PRESENCE_PATH))
-
-
-@pytest.fixture
-def no_retry_wait(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Retries happen, their waits do not (the Retry-After and back-off values are the session's business)."""
-    monkeypatch.setattr(CountingRetry, "sleep", lambda self, response=None: None)
 
 
 @pytest.fixture
@@ -229,7 +222,6 @@ def test_permission_withdrawn_the_calendar_keeps_working_and_the_run_says_why_on
     assert "~teams-presence" not in office.state.rows("notices", scope="calendar")
 
 
-@pytest.mark.usefixtures("no_retry_wait")
 def test_presence_throttled_keeps_what_teams_set_and_the_calendar_goes_on(office: TeamsOffice) -> None:
     anna, bob = office.person("anna"), office.person("bob")
     office.teams(anna, "Busy", "InACall")
@@ -287,8 +279,8 @@ def test_get_presences_without_the_permission_names_it(world: World, graph: Grap
     assert err.value.permission == "Presence.Read.All"
 
 
-@pytest.mark.usefixtures("no_retry_wait")
-def test_get_presences_is_throttled_at_the_documented_rate_with_retry_after(world: World, graph: Graph) -> None:
+def test_get_presences_is_throttled_at_the_documented_rate_with_retry_after(world: World, graph: Graph,
+                                                                            waits: list[float]) -> None:
     world.graph.presence_rate_limit = 2
     ids = ["00000000-0000-0000-0000-000000000001"]
     get_presences(graph, ids)
@@ -296,7 +288,7 @@ def test_get_presences_is_throttled_at_the_documented_rate_with_retry_after(worl
     with pytest.raises(GraphUnavailable):
         get_presences(graph, ids)
     assert len(world.graph.requests_to(lambda r: r.path == PRESENCE_PATH and r.status == 429)) == 6  # with its retries
-    assert world.graph.counts["presenceThrottled"] == 6
+    assert world.graph.counts["presenceThrottled"] == 6 and waits == [1.0] * 5  # Retry-After honoured
 
 
 def test_doctor_checks_presence_read_all_only_when_the_feature_is_on(world: World, store: Store) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -326,11 +325,10 @@ def test_invalid_data_is_validation_failed_with_the_fields(cv: ClearVox, alice: 
 
 # -- throttling, outages, network -----------------------------------------------------
 
-def test_a_429_is_retried_after_the_retry_after_seconds(cv: ClearVox, sim: ClearVoxSim) -> None:
-    sim.inject(429, count=1, retry_after=1)
-    started = time.monotonic()
+def test_a_429_is_retried_after_the_retry_after_seconds(cv: ClearVox, sim: ClearVoxSim, waits: list[float]) -> None:
+    sim.inject(429, count=1, retry_after=7)
     assert cv.get_account().id == ACCOUNT
-    assert time.monotonic() - started >= 0.95
+    assert waits == [7.0]
     assert (cv.stats.requests, cv.stats.retries, cv.stats.throttled) == (1, 1, 1)
     assert [r.status for r in sim.requests_to()] == [429, 200]
 
@@ -342,12 +340,11 @@ def test_a_503_is_retried(cv: ClearVox, sim: ClearVoxSim, alice: dict[str, objec
     assert (cv.stats.retries, cv.stats.throttled) == (2, 0)
 
 
-def test_retry_after_is_capped_so_a_run_is_not_stalled(sim: ClearVoxSim) -> None:
+def test_retry_after_is_capped_so_a_run_is_not_stalled(sim: ClearVoxSim, waits: list[float]) -> None:
     sim.inject(429, count=1, retry_after=3600)
-    with client(sim, max_retry_after=0.05) as c:
-        started = time.monotonic()
+    with client(sim, max_retry_after=30) as c:
         c.get_account()
-    assert time.monotonic() - started < 1.0
+    assert waits == [30.0]
 
 
 @pytest.mark.parametrize(("status", "code"), [(429, "rate_limited"), (503, "unavailable")])

@@ -78,9 +78,10 @@ def test_doctor_json(world: World, azurite: Azurite) -> None:
 def test_a_missing_setting_exits_2_with_the_setting_named(world: World, azurite: Azurite, capsys: pytest.CaptureFixture[str]) -> None:
     env = world.env(azurite.connection_string)
     del env["NEXXT365_CLIENT_ID"]
-    code = main(["doctor"], out=io.StringIO(), settings=Settings(env=env, local={}))
+    out = io.StringIO()
+    code = main(["doctor"], out=out, settings=Settings(env=env, local={}))
     assert code == 2
-    assert "NEXXT365_CLIENT_ID is not set" in capsys.readouterr().err
+    assert "FAIL settings: NEXXT365_CLIENT_ID is not set" in out.getvalue()
 
 
 def test_group_scope_needs_group_member_read_all(world: World, azurite: Azurite) -> None:
@@ -91,3 +92,24 @@ def test_group_scope_needs_group_member_read_all(world: World, azurite: Azurite)
     world.graph.set_app_roles(world.client_id, ["User.Read.All", "Contacts.Read", "Calendars.Read", "GroupMember.Read.All"])
     code, text = doctor(world, azurite, NEXXT365_USERS_GROUP=group)
     assert code == 0, text
+
+
+def test_valid_emails_are_counted_with_the_users_sync_rule(world: World, azurite: Azurite) -> None:
+    from shared.sync.users.rules import is_valid_email
+
+    mails = ["jan@contoso.nl", "jan..de.vries@contoso.nl", "piet@contoso.n", "a@b"]
+    for i, mail in enumerate(mails):
+        world.graph.add_user(displayName=f"User {i}", mail=mail)
+    _, text = doctor(world, azurite)
+    valid = sum(is_valid_email(m) for m in mails)
+    assert valid == 1
+    assert f"{len(mails)} users, {valid} with a valid email" in text
+
+
+def test_contract_checks_run_only_with_the_flag(world: World, azurite: Azurite) -> None:
+    settings = Settings(env=world.env(azurite.connection_string), local={})
+    plain, with_contract = io.StringIO(), io.StringIO()
+    main(["doctor"], out=plain, settings=settings)
+    main(["doctor", "--contract"], out=with_contract, settings=settings)
+    assert "ClearVox contract" not in plain.getvalue()
+    assert "ClearVox contract" in with_contract.getvalue()

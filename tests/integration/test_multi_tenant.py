@@ -16,7 +16,6 @@ from shared.sandbox.world import World
 from shared.secrets import KeyVault
 from shared.settings import Settings
 from shared.state import Store
-from shared.tenants import load_tenants
 
 
 @pytest.fixture
@@ -46,7 +45,7 @@ def test_each_customer_row_runs_isolated_with_secrets_from_key_vault(world: Worl
         settings = Settings(env={"NEXXT365_STATE": azurite.connection_string, "NEXXT365_TENANTS_TABLE": table,
                                  "NEXXT365_KEY_VAULT_URL": vault.url}, local={})
         kv = KeyVault(vault.url, credential=StaticCredential(), connection_verify=ca_bundle_path(), verify_challenge_resource=False)
-        tenants = load_tenants(settings, kv)
+        tenants = settings.tenants(kv)
         assert [t.key for t in tenants] == ["contoso", "fabrikam"]
         assert vault.reads == {}  # nothing fetched before a client needs it
         assert tenants[1].options.auto_link is True and tenants[0].options.auto_link is False
@@ -63,4 +62,4 @@ def test_missing_vault_url_and_empty_table_are_configuration_errors(azurite: Azu
 
     settings = Settings(env={"NEXXT365_STATE": azurite.connection_string, "NEXXT365_TENANTS_TABLE": "nosuchtable"}, local={})
     with pytest.raises(ConfigError, match="NEXXT365_KEY_VAULT_URL"):
-        load_tenants(settings)
+        settings.tenants()

@@ -14,6 +14,7 @@ import pytest
 
 from shared.clearvox import CvStatus
 from shared.errors import ConfigError
+from shared.graph.schedule import anchor_chunks
 from shared.sync.calendar.decision import Action, Decision, LedgerOp, decide, needs_current
 from shared.sync.calendar.ledger import LedgerEntry, NoticeKind, notice_due
 from shared.sync.calendar.render import CalendarUser
@@ -24,15 +25,13 @@ from shared.sync.calendar.rules import (
     ScheduleDataError,
     ScheduleItem,
     event_key,
-    items_from_events,
     items_from_schedule,
-    next_change_after,
     parse_graph_datetime,
     parse_status_map,
     resolve,
     zone_for,
 )
-from shared.sync.calendar.run import anchor_chunks, calendar_users
+from shared.sync.calendar.run import calendar_users
 from shared.sync.users.rules import Link
 
 AMS = ZoneInfo("Europe/Amsterdam")
@@ -307,52 +306,6 @@ class TestDateTimeTimeZone:
             zone_for("Mars/Base")
 
 
-class TestCalendarView:
-    def event(self, show_as: str, start: datetime, end: datetime, **extra: object) -> dict[str, object]:
-        raw: dict[str, object] = {"showAs": show_as, "isCancelled": False, "isAllDay": False,
-                                  "start": dtz(start), "end": dtz(end), "sensitivity": "normal"}
-        raw.update(extra)
-        return raw
-
-    def test_cancelled_events_are_ignored(self) -> None:
-        items = items_from_events([self.event("busy", at("10:00"), at("11:00"), isCancelled=True)], "Europe/Amsterdam")
-        assert items == []
-
-    def test_zero_length_events_are_ignored(self) -> None:
-        assert items_from_events([self.event("oof", at("10:00"), at("10:00"))], "Europe/Amsterdam") == []
-
-    def test_show_as_case_and_private(self) -> None:
-        (one,) = items_from_events([self.event("WorkingElsewhere", at("10:00"), at("11:00"), sensitivity="private")],
-                                   AMS)
-        assert one.show_as == "workingelsewhere"
-        assert one.is_private
-        assert resolve([one], at("10:00"), MAP).status == "elsewhere"
-
-    def test_all_day_counts_from_midnight_to_midnight_in_the_mailbox_zone(self) -> None:
-        # calendarView reports all-day dates as midnight "UTC" whatever zone is asked for.
-        raw = {"showAs": "oof", "isAllDay": True,
-               "start": {"dateTime": "2026-06-15T00:00:00.0000000", "timeZone": "UTC"},
-               "end": {"dateTime": "2026-06-16T00:00:00.0000000", "timeZone": "UTC"}}
-        (day,) = items_from_events([raw], "W. Europe Standard Time")
-        assert (day.start, day.end) == (at("00:00"), ams("2026-06-16", "00:00"))
-        assert resolve([day], at("00:00"), MAP).status == "away"
-        assert resolve([day], at("23:59"), MAP).status == "away"
-        assert resolve([day], ams("2026-06-16", "00:00"), MAP) == IDLE
-        assert resolve([day], ams("2026-06-14", "23:59"), MAP) == IDLE
-
-    def test_the_same_event_gets_the_same_key_from_both_sources(self) -> None:
-        view = items_from_events([self.event("busy", at("10:00"), at("11:00"))], AMS)
-        sched = items_from_schedule(schedule(sitem("busy", at("10:00"), at("11:00"))))
-        assert view[0].key == sched[0].key
-
-    def test_unreadable_event_raises(self) -> None:
-        with pytest.raises(ScheduleDataError):
-            items_from_events([{"showAs": "busy", "start": {"dateTime": "soon"}, "end": dtz(at("11:00"))}], AMS)
-
-
-# ================================================================ the status now
-
-
 class TestResolve:
     @pytest.mark.parametrize(
         ("higher", "lower"),
@@ -419,29 +372,6 @@ class TestResolve:
             resolve([], datetime(2026, 6, 15, 10, 0), MAP)
 
 
-class TestNextChange:
-    def test_before_an_event_the_next_change_is_its_start(self) -> None:
-        assert next_change_after([item("busy", "10:00", "11:00")], at("09:00"), MAP) == at("10:00")
-
-    def test_during_an_event_the_next_change_is_its_end(self) -> None:
-        assert next_change_after([item("busy", "10:00", "11:00")], at("10:00"), MAP) == at("11:00")
-
-    def test_back_to_back_with_the_same_status_still_changes_event(self) -> None:
-        items = [item("busy", "10:00", "11:00"), item("busy", "11:00", "12:00")]
-        assert next_change_after(items, at("10:30"), MAP) == at("11:00")
-
-    def test_a_lower_event_starting_inside_a_higher_one_is_no_change(self) -> None:
-        items = [item("oof", "09:00", "12:00"), item("tentative", "10:00", "13:00")]
-        assert next_change_after(items, at("09:30"), MAP) == at("12:00")
-
-    def test_free_time_and_past_events_are_no_change(self) -> None:
-        items = [item("free", "10:00", "11:00"), item("busy", "07:00", "08:00")]
-        assert next_change_after(items, at("09:00"), MAP) is None
-
-
-# ================================================================ daylight saving, Europe/Amsterdam
-
-
 class TestDaylightSaving:
     """Last Sunday of October 2026 (the 25th): 03:00 CEST -> 02:00 CET at 01:00 UTC.
     Last Sunday of March 2026 (the 29th): 02:00 CET -> 03:00 CEST at 01:00 UTC."""
@@ -459,7 +389,6 @@ class TestDaylightSaving:
         assert resolve([meeting], second_0230, MAP).status == "busy"
         assert resolve([meeting], ams("2026-10-25", "03:29"), MAP).status == "busy"
         assert resolve([meeting], ams("2026-10-25", "03:30"), MAP) == IDLE
-        assert next_change_after([meeting], first_0230, MAP) == ams("2026-10-25", "03:30")
 
     def test_october_utc_times_across_the_change(self) -> None:
         # 02:30 CEST until 02:30 CET: the same wall clock, one hour apart.
@@ -494,25 +423,6 @@ class TestDaylightSaving:
         assert resolve(items, ams("2026-03-29", "01:30"), MAP).status == "busy"
         assert resolve(items, ams("2026-03-29", "03:29"), MAP).status == "busy"
         assert resolve(items, ams("2026-03-29", "03:30"), MAP) == IDLE
-
-    @pytest.mark.parametrize(
-        ("day", "next_day", "hours", "start_utc", "end_utc"),
-        [("2026-10-25", "2026-10-26", 25, "2026-10-24T22:00:00", "2026-10-25T23:00:00"),
-         ("2026-03-29", "2026-03-30", 23, "2026-03-28T23:00:00", "2026-03-29T22:00:00")],
-        ids=["october-25h", "march-23h"],
-    )
-    def test_all_day_on_the_change_day_is_midnight_to_midnight(
-        self, day: str, next_day: str, hours: int, start_utc: str, end_utc: str
-    ) -> None:
-        raw = {"showAs": "oof", "isAllDay": True, "isCancelled": False,
-               "start": {"dateTime": f"{day}T00:00:00.0000000", "timeZone": "UTC"},
-               "end": {"dateTime": f"{next_day}T00:00:00.0000000", "timeZone": "UTC"}}
-        (whole_day,) = items_from_events([raw], "Europe/Amsterdam")
-        assert (whole_day.start, whole_day.end) == (utc(start_utc), utc(end_utc))
-        assert whole_day.end - whole_day.start == timedelta(hours=hours)
-        assert resolve([whole_day], ams(day, "00:00"), MAP).status == "away"
-        assert resolve([whole_day], ams(day, "23:59"), MAP).status == "away"
-        assert resolve([whole_day], ams(next_day, "00:00"), MAP) == IDLE
 
     def test_a_meeting_running_through_the_october_change_keeps_the_status_all_the_way(self) -> None:
         meeting = ScheduleItem("busy", ams("2026-10-25", "01:00"), ams("2026-10-25", "04:00"))
@@ -619,12 +529,8 @@ class TestTransitions:
         seen = sim.run(at("09:00"), at("12:01"))
         assert seen == ["busy"] * 60 + ["away"] * 60 + ["busy"] * 60 + ["available"]
 
-    def test_cancelled_and_free_events_never_change_the_status(self) -> None:
-        events = [
-            {"showAs": "busy", "isCancelled": True, "start": dtz(at("10:00")), "end": dtz(at("11:00"))},
-            {"showAs": "free", "isCancelled": False, "start": dtz(at("11:00")), "end": dtz(at("12:00"))},
-        ]
-        sim = Sim(items_from_events(events, AMS))
+    def test_free_events_never_change_the_status(self) -> None:
+        sim = Sim([item("free", "11:00", "12:00")])
         sim.run(at("09:00"), at("13:00"))
         assert sim.clearvox.writes == []
         assert sim.clearvox.reads == 0

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import importlib
+import json
+import logging
 import os
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ARCHITECTURE_DEFAULTS = {"NEXXT365_USERS_SCHEDULE": "0 */15 * * * *", "NEXXT365_CONTACTS_SCHEDULE": "0 */30 * * * *",
+                         "NEXXT365_CALENDAR_SCHEDULE": "0 * * * * *"}
 
 EXPECTED = {
     "sync_users": ("%NEXXT365_USERS_SCHEDULE%", "users"),
@@ -34,12 +42,44 @@ def test_three_timer_functions_with_schedule_expressions() -> None:
         assert binding.get("runOnStartup") is False
 
 
-def test_schedules_default_to_the_documented_values() -> None:
-    import function_app  # noqa: F401 - importing sets the defaults
+def test_the_worker_does_not_set_schedule_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The host resolves %NEXXT365_*_SCHEDULE% before the worker starts: the defaults live in the app settings."""
+    for name in ("NEXXT365_USERS_SCHEDULE", "NEXXT365_CONTACTS_SCHEDULE", "NEXXT365_CALENDAR_SCHEDULE"):
+        monkeypatch.delenv(name, raising=False)
+    import function_app
 
-    assert os.environ["NEXXT365_USERS_SCHEDULE"] == "0 */15 * * * *"
-    assert os.environ["NEXXT365_CONTACTS_SCHEDULE"] == "0 */30 * * * *"
-    assert os.environ["NEXXT365_CALENDAR_SCHEDULE"] == "0 * * * * *"
+    importlib.reload(function_app)
+    assert not any(name.endswith("_SCHEDULE") and name.startswith("NEXXT365_") for name in os.environ)
+
+
+def test_local_settings_example_has_the_documented_schedule_defaults() -> None:
+    from shared.sync.base import syncs
+
+    values = json.loads((ROOT / "local.settings.example.json").read_text())["Values"]
+    registered = {spec.schedule_setting: spec.schedule_default for spec in syncs()}
+    assert registered == ARCHITECTURE_DEFAULTS
+    assert {k: values[k] for k in registered} == registered
+
+
+@dataclass
+class FakeTimer:
+    past_due: bool
+
+
+@pytest.mark.parametrize("module", list(EXPECTED))
+def test_a_late_tick_is_logged_as_past_due_naming_the_sync(module: str, monkeypatch: pytest.MonkeyPatch,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    from shared import runner
+
+    monkeypatch.setattr(runner, "run_all", lambda sync, *a, **k: [])
+    user_fn = importlib.import_module(module).bp._function_builders[0]._function._func
+    with caplog.at_level(logging.INFO, logger="nexxt365"):
+        user_fn(FakeTimer(past_due=False))
+        assert "timer.past_due" not in caplog.text
+        user_fn(FakeTimer(past_due=True))
+    late = [r for r in caplog.records if "timer.past_due" in r.getMessage()]
+    assert len(late) == 1 and late[0].levelno == logging.WARNING
+    assert f"sync={EXPECTED[module][1]}" in late[0].getMessage()
 
 
 @pytest.mark.parametrize("module", list(EXPECTED))

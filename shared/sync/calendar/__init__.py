@@ -2,8 +2,8 @@
 
 from datetime import timedelta
 
+from shared.graph.presence import PRESENCE_PERMISSION
 from shared.sync.base import SyncSpec, register
-from shared.sync.calendar.graph_presence import PRESENCE_PERMISSION
 from shared.sync.calendar.run import run_calendar
 
 SPEC = register(SyncSpec(

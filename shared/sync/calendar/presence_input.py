@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.errors import AdminFix, ItemError, Transient
-from shared.sync.calendar.graph_presence import get_presences
+from shared.graph.presence import get_presences
 from shared.sync.calendar.ledger import NOTICE_SCOPE, NOTICES_TABLE, LedgerEntry, notice_due, notice_row
 from shared.sync.calendar.render import CalendarUser, clause
 from shared.sync.calendar.rules import SOURCE_TEAMS, Resolution

@@ -16,9 +16,9 @@ available between back-to-back events.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import Any, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -136,7 +136,7 @@ def _bad_map(problem: str) -> NoReturn:
 
 
 def event_key(start: datetime, end: datetime, show_as: str) -> str:
-    """Opaque, stable id of a calendar period: the same from getSchedule and calendarView, never the subject."""
+    """Opaque, stable id of a calendar period: the same in every getSchedule answer, never the subject."""
     text = f"{as_utc(start).isoformat()}|{as_utc(end).isoformat()}|{show_as.lower()}"
     return digest_text(text, 20)
 
@@ -192,35 +192,6 @@ def items_from_schedule(schedule_information: Mapping[str, Any]) -> list[Schedul
     return items
 
 
-def items_from_events(events: Iterable[Mapping[str, Any]], mailbox_zone: str | tzinfo) -> list[ScheduleItem]:
-    """The items of calendarView events (`showAs`, `isCancelled`, `isAllDay`, `start`, `end`, `sensitivity`).
-
-    calendarView reports an all-day event as midnight-to-midnight dates whatever
-    time zone was asked for, so its dates are placed in the mailbox's zone here
-    (a day is 23 or 25 hours long when daylight saving changes). Cancelled and
-    zero-length events count as nothing. Unreadable data raises ScheduleDataError.
-    """
-    zone = mailbox_zone if isinstance(mailbox_zone, tzinfo) else zone_for(mailbox_zone)
-    items: list[ScheduleItem] = []
-    for event in events:
-        if event.get("isCancelled"):
-            continue
-        try:
-            show_as = str(event.get("showAs") or "").lower()
-            if event.get("isAllDay"):
-                start = _midnight(_graph_date(event["start"]), zone)
-                end = _midnight(_graph_date(event["end"]), zone)
-            else:
-                start = parse_graph_datetime(event["start"])
-                end = parse_graph_datetime(event["end"])
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ScheduleDataError(f"unreadable calendar event: {type(exc).__name__}") from None
-        if show_as in _RANK and end > start:
-            private = str(event.get("sensitivity") or "").lower() == "private"
-            items.append(ScheduleItem(show_as, start, end, is_private=private))
-    return items
-
-
 def parse_graph_datetime(value: Mapping[str, Any]) -> datetime:
     """A Graph dateTimeTimeZone as an aware UTC datetime.
 
@@ -245,15 +216,6 @@ def zone_for(name: str) -> tzinfo:
         return ZoneInfo(iana)
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"unknown time zone {name!r}") from None
-
-
-def _graph_date(value: Mapping[str, Any]) -> date:
-    """The calendar date of an all-day boundary, ignoring its (meaningless) time zone."""
-    return datetime.fromisoformat(str(value["dateTime"]).strip()).date()
-
-
-def _midnight(day: date, zone: tzinfo) -> datetime:
-    return datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
 
 
 # ---------------------------------------------------------------- resolution
@@ -307,25 +269,6 @@ def resolve(items: Iterable[ScheduleItem], now: datetime, status_map: Mapping[st
         return IDLE
     best = min(covering, key=lambda i: (_RANK[i.show_as], i.start, -i.end.timestamp(), i.key))
     return Resolution(status_map[best.show_as], best)
-
-
-def next_change_after(
-    items: Sequence[ScheduleItem], now: datetime, status_map: Mapping[str, str | None]
-) -> datetime | None:
-    """The first moment after `now` at which `resolve` gives another status or event; None if none is known.
-
-    Lets a caller that holds a look-ahead of the schedule skip users until then.
-    """
-    moment = as_utc(now)
-    current = resolve(items, moment, status_map)
-    boundaries = sorted(
-        {t for i in items if status_map.get(i.show_as) is not None for t in (i.start, i.end) if t > moment}
-    )
-    for boundary in boundaries:
-        later = resolve(items, boundary, status_map)
-        if (later.status, later.key) != (current.status, current.key):
-            return boundary
-    return None
 
 
 # ---------------------------------------------------------------- helpers

@@ -22,19 +22,15 @@ keeps the last state; an unreadable mailbox is reported once a day.
 
 from __future__ import annotations
 
-import math
-import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import (
     AdminFix,
     ClearVoxNotFound,
-    ConsentError,
     GraphError,
     GraphUnavailable,
     ItemError,
@@ -42,7 +38,7 @@ from shared.errors import (
     MailboxUnavailable,
     Transient,
 )
-from shared.graph.client import SCHEDULE_LIMIT
+from shared.graph.schedule import ScheduleAnswer, get_schedule
 from shared.sync.calendar.decision import Action, LedgerOp, decide
 from shared.sync.calendar.ledger import (
     LEDGER_TABLE,
@@ -75,12 +71,8 @@ if TYPE_CHECKING:
 
 # getSchedule window from now: only the events covering now matter; one availabilityView slot.
 FETCH_WINDOW_MINUTES = 15
-# A chunk whose anchor mailbox cannot host the query is retried with the next id as anchor, this often at most.
-MAX_ANCHOR_TRIES = 3
 # A tick of a timer run with Teams presence starts only this long before the run's budget ends, at the latest.
 TICK_MARGIN_S = 3.0
-
-ScheduleAnswer: TypeAlias = "Mapping[str, Any] | GraphError"
 
 
 def calendar_users(links: Mapping[str, Link]) -> list[CalendarUser]:
@@ -93,72 +85,12 @@ def calendar_users(links: Mapping[str, Link]) -> list[CalendarUser]:
 # ---------------------------------------------------------------- fetching free/busy
 
 
-def anchor_chunks(ids: Sequence[str], avoid: Collection[str] = (), size: int = SCHEDULE_LIMIT) -> list[list[str]]:
-    """The ids in chunks of `size` whose first id - the mailbox the request is sent to - is not in `avoid`.
-
-    getSchedule is posted to one user's calendar; when that mailbox is missing or out
-    of scope the request fails for the whole chunk. Putting mailboxes known to be
-    unreadable anywhere but first keeps a run at one request per chunk.
-    """
-    unique = list(dict.fromkeys(i for i in ids if i))
-    ordered = [i for i in unique if i not in avoid] + [i for i in unique if i in avoid]
-    count = math.ceil(len(ordered) / size)
-    heads, tail = ordered[:count], ordered[count:]
-    return [[head, *tail[n * (size - 1):(n + 1) * (size - 1)]] for n, head in enumerate(heads)]
-
-
 def fetch_schedules(graph: Graph, ids: Sequence[str], now: datetime, *,
                     avoid_as_anchor: Collection[str] = ()) -> dict[str, ScheduleAnswer]:
-    """Free/busy of every id for the window from `now`: one getSchedule request per 20 ids, in parallel.
-
-    Each id gets its scheduleInformation or a GraphError (MailboxUnavailable for a
-    missing or out-of-scope mailbox). A chunk refused because of its anchor mailbox
-    (an unknown user, or an out-of-scope mailbox under RBAC for Applications, which
-    Graph reports as missing consent) is asked again with the next id as anchor. A
-    ConsentError is raised only when no chunk at all could be read: then the app
-    really lacks Calendars.Read.
-    """
+    """Free/busy of every id for the window from `now` (see shared.graph.schedule.get_schedule)."""
     start = as_utc(now)
-    end = start + timedelta(minutes=FETCH_WINDOW_MINUTES)
-    chunks = anchor_chunks(ids, avoid_as_anchor)
-    answered = threading.Event()
-    refused = threading.Event()
-    consent: list[ConsentError] = []
-
-    def one(chunk: list[str]) -> dict[str, ScheduleAnswer]:
-        order = list(chunk)
-        last: GraphError | ConsentError | None = None
-        for _ in range(MAX_ANCHOR_TRIES):
-            if refused.is_set() and not answered.is_set():
-                break
-            try:
-                result: dict[str, ScheduleAnswer] = dict(graph.get_schedule(order, start, end, FETCH_WINDOW_MINUTES))
-            except ConsentError as exc:
-                last = exc
-            except GraphError as exc:  # the anchor's own MailboxUnavailable is handled inside get_schedule
-                if exc.status != 404:
-                    return dict.fromkeys(chunk, exc)
-                last = exc
-            else:
-                answered.set()
-                return result
-            order = order[1:] + order[:1]
-        if isinstance(last, ConsentError):
-            consent.append(last)
-            refused.set()
-            return dict.fromkeys(chunk, GraphUnavailable("Microsoft Graph refused getSchedule for every mailbox tried in this group"))
-        error = last if isinstance(last, GraphError) else GraphUnavailable("getSchedule was not asked: calendar access was refused")
-        return dict.fromkeys(chunk, error)
-
-    answers: dict[str, ScheduleAnswer] = {}
-    if chunks:
-        with ThreadPoolExecutor(max_workers=min(graph.concurrency, len(chunks))) as pool:
-            for part in pool.map(one, chunks):
-                answers.update(part)
-    if consent and not answered.is_set():
-        raise consent[0]
-    return answers
-
+    return get_schedule(graph, ids, start, start + timedelta(minutes=FETCH_WINDOW_MINUTES), FETCH_WINDOW_MINUTES,
+                        avoid_as_anchor=avoid_as_anchor)
 
 
 # ---------------------------------------------------------------- one run

@@ -30,12 +30,13 @@ from shared.errors import (
     ClearVoxUnavailable,
     DeltaExpired,
     GraphError,
-    GraphItemError,
     GraphUnavailable,
     LicenseRequired,
     MailboxUnavailable,
 )
-from shared.graph.client import BatchRequest, DeltaRound, Graph
+from shared.graph.client import DeltaRound
+from shared.graph.contacts import contacts_by_id, contacts_delta_many, discover_folders, folder_gone, user_gone
+from shared.graph.contacts import delta_start as graph_delta_start
 from shared.sync.contacts.rules import (
     MAX_DISPLAY_NAME,
     MAX_EMAILS,
@@ -93,9 +94,6 @@ GRAPH_SELECT: tuple[str, ...] = (
     "id", "parentFolderId", "displayName", "givenName", "middleName", "surname", "companyName", "jobTitle",
     "emailAddresses", "businessPhones", "mobilePhone", "homePhones",
 )
-# Immutable ids survive a move between folders; 200 is the largest contacts page Graph serves.
-GRAPH_PREFER = 'IdType="ImmutableId", odata.maxpagesize=200'
-FOLDER_PAGE = 100
 CURSOR_SCOPE = "contacts"  # cursors table partition of this sync: one row per user, one per folder
 FULL_SPREAD = 0.25  # each user's full reconcile falls somewhere in the last quarter of full_sync_hours
 STATE_READERS = 8  # parallel contactmap reads
@@ -103,8 +101,6 @@ OUTAGE_LIMIT = 20  # this many ClearVox writes failing in a row as unavailable s
 # No new ClearVox write starts after this long, so a run ends (state written, lease released) inside the
 # Functions timeout of 30 minutes (host.json); the next run continues where this one stopped.
 WRITE_BUDGET_S = 25 * 60.0
-_GONE_CODES = {"erroritemnotfound"}
-_NO_USER_CODES = {"errorinvaliduser", "request_resourcenotfound", "resourcenotfound"}
 # ClearVox answers that stop the whole run: the key, the account or the licence is wrong.
 _ABORT = (ClearVoxUnauthorized, ClearVoxForbidden, LicenseRequired, AccountNotFound)
 
@@ -115,8 +111,7 @@ def _quote(value: str) -> str:
 
 def delta_start(object_id: str, folder_id: str) -> str:
     """The first request of a contacts delta round of one folder (relative to the Graph version root)."""
-    return (f"/users/{_quote(object_id)}/contactFolders/{_quote(folder_id)}/contacts/delta"
-            f"?$select={','.join(GRAPH_SELECT)}")
+    return graph_delta_start(object_id, folder_id, GRAPH_SELECT)
 
 
 def _as_datetime(value: Any) -> datetime | None:
@@ -209,78 +204,6 @@ def full_reconcile_due(object_id: str, since: datetime | None, now: datetime, ho
 
 
 # --------------------------------------------------------------------------- folder discovery
-
-
-@dataclass(frozen=True)
-class Folders:
-    """A user's personal contact folders: the default Contacts folder first, then its child folders, recursively."""
-
-    default_id: str
-    names: dict[str, str]  # folder id -> display name, in discovery order
-
-
-def discover_folders(graph: Graph, object_ids: Sequence[str]) -> dict[str, Folders | GraphError]:
-    """The contact folders of many users at once, level by level through $batch.
-
-    Graph v1.0 lists under /contactFolders the folders *inside* the default
-    Contacts folder, so the default folder is read by its well-known name and
-    each level below through /childFolders. A folder deleted while this runs is
-    left out; any other error becomes that user's answer.
-    """
-    headers = {"Prefer": GRAPH_PREFER}
-    names: dict[str, dict[str, str]] = {oid: {} for oid in object_ids}
-    defaults: dict[str, str] = {}
-    errors: dict[str, GraphError] = {}
-    pending: list[tuple[str, str, str]] = []  # (object id, url, what)
-    for oid in object_ids:
-        base = f"/users/{_quote(oid)}/contactFolders"
-        pending += [(oid, f"{base}/contacts?$select=id,displayName", "default"),
-                    (oid, f"{base}?$top={FOLDER_PAGE}&$select=id,displayName", "children")]
-    while pending:
-        answers = graph.batch([BatchRequest(f"f{i}", "GET", url, headers) for i, (_, url, _) in enumerate(pending)])
-        follow: list[tuple[str, str, str]] = []
-        for i, (oid, url, what) in enumerate(pending):
-            if oid in errors:
-                continue
-            answer = answers.get(f"f{i}")
-            if answer is None:
-                errors[oid] = GraphUnavailable(f"no answer in $batch for {url.split('?')[0]}")
-                continue
-            if answer.status >= 400:
-                err = graph.error_for(answer.status, answer.body, url)
-                if not isinstance(err, GraphError):
-                    raise err  # consent or authentication: the whole run stops with the fix
-                if what == "children" and "/childFolders" in url and err.code.lower() in _GONE_CODES:
-                    continue  # deleted while we looked
-                errors[oid] = err
-                continue
-            body = answer.body if isinstance(answer.body, dict) else {}
-            if what == "default":
-                fid = str(body.get("id") or "")
-                defaults[oid] = fid
-                names[oid].setdefault(fid, str(body.get("displayName") or "Contacts"))
-                continue
-            for folder in body.get("value") or ():
-                fid = str(folder.get("id") or "")
-                if fid and fid not in names[oid]:
-                    names[oid][fid] = str(folder.get("displayName") or "")
-                    follow.append((oid, f"/users/{_quote(oid)}/contactFolders/{_quote(fid)}/childFolders"
-                                        f"?$top={FOLDER_PAGE}&$select=id,displayName", "children"))
-            if body.get("@odata.nextLink"):
-                follow.append((oid, graph.relative(str(body["@odata.nextLink"])), "children"))
-        pending = follow
-    out: dict[str, Folders | GraphError] = {}
-    for oid in object_ids:
-        if oid in errors:
-            out[oid] = errors[oid]
-        elif not defaults.get(oid):
-            out[oid] = GraphItemError(f"Microsoft Graph did not return the default Contacts folder of user {oid}.")
-        else:
-            default = defaults[oid]
-            ordered = {default: names[oid].pop(default)}
-            ordered.update(names[oid])
-            out[oid] = Folders(default, ordered)
-    return out
 
 
 # --------------------------------------------------------------------------- one user's run
@@ -478,7 +401,7 @@ class ContactsRun:
     def _graph_problem(self, r: _UserRun, err: GraphError) -> None:
         if isinstance(err, MailboxUnavailable):
             r.unavailable, r.checked = str(err), True
-        elif err.status == 404 and err.code.lower() in _NO_USER_CODES:
+        elif user_gone(err):
             r.unavailable, r.checked = f"user {r.object_id} was not found in Microsoft 365.", True
         else:
             r.problem = f"contacts not read: {err}"
@@ -504,7 +427,7 @@ class ContactsRun:
 
     def _rounds(self, starts: Mapping[tuple[_UserRun, str], str]) -> dict[tuple[_UserRun, str], DeltaRound | GraphError]:
         keys = list(starts)
-        answers = self.graph.delta_many({f"d{i}": starts[k] for i, k in enumerate(keys)}, headers={"Prefer": GRAPH_PREFER})
+        answers = contacts_delta_many(self.graph, {f"d{i}": starts[k] for i, k in enumerate(keys)})
         return {k: answers.get(f"d{i}") or GraphUnavailable("no answer") for i, k in enumerate(keys)}
 
     def _read_deltas(self, runs: Sequence[_UserRun]) -> None:
@@ -520,7 +443,7 @@ class ContactsRun:
                 r.rounds[fid] = answer
             elif isinstance(answer, DeltaExpired):
                 r.expired.add(fid)
-            elif answer.status == 404 and answer.code.lower() in _GONE_CODES:
+            elif folder_gone(answer):
                 r.missing.add(fid)
                 r.rediscover = True
             elif r.ok:
@@ -556,7 +479,7 @@ class ContactsRun:
     def _read_retries(self, runs: Sequence[_UserRun]) -> None:
         """Items that failed last run: fetched again from Graph (a 404 means they left the folder)."""
         todo = [r for r in runs if r.ok and r.cursor.retries > 0 and r.cursor.cv_user_id == r.owner]
-        requests_: list[tuple[_UserRun, str, str, str]] = []
+        requests_: list[tuple[_UserRun, str, str]] = []
         for r in todo:
             for key, row in self.state.rows("retries", _retry_scope(r.owner)).items():
                 gid = str(row.get("graph_id") or key)
@@ -565,18 +488,14 @@ class ContactsRun:
                 if row.get("action") == "delete" or fid not in r.folders:
                     r.retry_removed[gid] = fid or None
                 else:
-                    url = (f"/users/{_quote(r.object_id)}/contactFolders/{_quote(fid)}/contacts/{_quote(gid)}"
-                           f"?$select={','.join(GRAPH_SELECT)}")
-                    requests_.append((r, gid, fid, url))
+                    requests_.append((r, gid, fid))
         if not requests_:
             return
-        answers = self.graph.batch([BatchRequest(f"r{i}", "GET", url, {"Prefer": GRAPH_PREFER})
-                                    for i, (_, _, _, url) in enumerate(requests_)])
-        for i, (r, gid, fid, _) in enumerate(requests_):
-            answer = answers.get(f"r{i}")
-            if answer is not None and answer.status == 200 and isinstance(answer.body, dict):
-                r.retry_items.append({**answer.body, "parentFolderId": fid})
-            elif answer is not None and answer.status == 404:
+        answers = contacts_by_id(self.graph, [(r.object_id, fid, gid) for r, gid, fid in requests_], GRAPH_SELECT)
+        for (r, gid, fid), answer in zip(requests_, answers, strict=True):
+            if isinstance(answer, dict):
+                r.retry_items.append({**answer, "parentFolderId": fid})
+            elif answer is None:
                 r.retry_removed[gid] = fid
             else:
                 r.retry_rows.pop(gid)  # not read this time: stays in the retries table for the next run
@@ -969,12 +888,12 @@ def run_contacts(ctx: SyncContext) -> None:
 
 
 __all__ = [
-    "CURSOR_SCOPE", "GRAPH_PREFER", "GRAPH_SELECT", "MAX_DISPLAY_NAME", "MAX_EMAILS", "MAX_NAME", "MAX_PHONES",
+    "CURSOR_SCOPE", "GRAPH_SELECT", "MAX_DISPLAY_NAME", "MAX_EMAILS", "MAX_NAME", "MAX_PHONES",
     "MAX_TEXT", "REASON_ABSENT", "REASON_DELETED", "REASON_DUPLICATE", "REASON_FOLDER_REMOVED",
     "REASON_NO_LONGER_QUALIFIES", "REASON_NO_NUMBER", "REASON_PUBLIC_KEPT", "SYNCED_FIELDS", "ContactsOptions",
-    "ContactsPlan", "ContactsRun", "Create", "Delete", "FolderCursor", "Folders", "Held", "KeptPublic", "MapChanges",
+    "ContactsPlan", "ContactsRun", "Create", "Delete", "FolderCursor", "Held", "KeptPublic", "MapChanges",
     "MapEntry", "MappedContact", "Retained", "Skip", "Update", "UserCursor", "contact_hash", "contact_name",
-    "contactmap_from_rows", "cv_fields", "delta_start", "discover_folders", "field_hashes", "full_reconcile_due",
+    "contactmap_from_rows", "cv_fields", "delta_start", "field_hashes", "full_reconcile_due",
     "hold_key", "index_synced", "load_cursors", "map_changes", "map_contact", "plan_contacts", "render_plan",
     "retained_plan", "run_contacts", "summarize",
 ]

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
-from urllib.parse import quote
 
 from shared.clearvox import ClearVox, CvUser
 from shared.clients import clearvox
@@ -32,10 +31,12 @@ from shared.errors import (
     ConsentError,
     DeltaExpired,
     EmailTaken,
-    GraphError,
     LicenseRequired,
 )
-from shared.graph.client import CONSENT_STEP, BatchRequest, Graph
+from shared.graph.auth import CONSENT_STEP
+from shared.graph.client import Graph
+from shared.graph.groups import GROUP_PERMISSION, transitive_user_ids
+from shared.graph.users import user_by_id, users_by_id, users_delta, users_where
 from shared.sync.users.rules import (
     GRAPH_SELECT,
     Action,
@@ -68,11 +69,9 @@ CURSOR = "users"
 CACHE_TABLE = "entrausers"  # last seen Graph user per object id; the users group's members in partition "group"
 MEMBERS_SCOPE = "group"
 RETRY_SCOPE = "users"
-GROUP_PERMISSION = "GroupMember.Read.All"
 CSV_COLUMNS = ("clearvox_user_id", "email", "entra_display_name", "object_id")
 _SELECT = ",".join(GRAPH_SELECT)
 # Changed users carry only their changed properties (smaller pages); the cache supplies the rest.
-_MINIMAL = {"Prefer": "return=minimal"}
 _FLUSH = 100  # rows per Table Storage transaction (its maximum)
 _FEW = 200  # up to this many cache rows are read one by one, more as one partition query
 # Failures that no other item would survive: stop applying, keep what succeeded, leave the cursor.
@@ -150,12 +149,12 @@ def graph_round(graph: Graph, cursor: Mapping[str, Any] | None, options: Options
     reason = full_round_reason(cursor, options, now)
     if not reason and cursor is not None:
         try:
-            rnd = graph.delta(str(cursor["delta_link"]), headers=_MINIMAL)
+            rnd = users_delta(graph, GRAPH_SELECT, str(cursor["delta_link"]))
         except DeltaExpired:
             reason = "the stored delta token expired"
         else:
             return GraphRound(False, "", _by_key(rnd.items), _removed_ids(rnd.removed), rnd.delta_link)
-    rnd = graph.delta("/users/delta", params={"$select": _SELECT}, headers=_MINIMAL)
+    rnd = users_delta(graph, GRAPH_SELECT)
     return GraphRound(True, reason, _by_key(rnd.items), _removed_ids(rnd.removed), rnd.delta_link)
 
 
@@ -165,55 +164,34 @@ def _removed_ids(items: Iterable[Mapping[str, Any]]) -> dict[str, str]:
 
 def group_members(graph: Graph, group_id: str, client_id: str) -> frozenset[str]:
     """Object ids (lower-case) of the group's transitive user members."""
-    path = f"/groups/{quote(group_id, safe='')}/transitiveMembers/microsoft.graph.user"
     try:
-        return frozenset(object_key(str(m["id"])) for m in graph.iter_items(
-            path, params={"$select": "id", "$top": "999", "$count": "true"}, headers={"ConsistencyLevel": "eventual"})
-            if m.get("id"))
+        members = transitive_user_ids(graph, group_id)
     except ConsentError:
         raise ConsentError(
             f"Microsoft Graph denied the members of NEXXT365_USERS_GROUP {group_id}: reading a group's members needs the "
             f"{GROUP_PERMISSION} application permission (User.Read.All does not cover it). Fix: "
             f"{CONSENT_STEP.format(app=client_id, perm=GROUP_PERMISSION)}; or clear NEXXT365_USERS_GROUP.",
             permission=GROUP_PERMISSION) from None
-    except GraphError as exc:
-        if exc.status == 404:
-            raise ConfigError(f"NEXXT365_USERS_GROUP {group_id} is not a group in this tenant: copy the Object ID from "
-                              "Entra ID > Groups > the group > Overview.") from None
-        raise
+    if members is None:
+        raise ConfigError(f"NEXXT365_USERS_GROUP {group_id} is not a group in this tenant: copy the Object ID from "
+                          "Entra ID > Groups > the group > Overview.")
+    return frozenset(object_key(m) for m in members)
 
 
 def fetch_users(graph: Graph, object_ids: Iterable[str]) -> dict[str, dict[str, Any] | None]:
     """Whole Graph users by $batch (20 per request); None for a user Graph no longer has."""
-    reqs = [BatchRequest(object_key(oid), "GET", f"/users/{quote(oid, safe='')}?$select={_SELECT}")
-            for oid in dict.fromkeys(object_ids)]
-    out: dict[str, dict[str, Any] | None] = {}
-    if not reqs:
-        return out
-    for key, resp in graph.batch(reqs).items():
-        if resp.status == 200 and isinstance(resp.body, dict):
-            out[key] = _strip(resp.body)
-        elif resp.status == 404:
-            out[key] = None
-        else:
-            raise graph.error_for(resp.status, resp.body, f"/users/{key}")
-    return out
+    found = users_by_id(graph, {object_key(oid): oid for oid in dict.fromkeys(object_ids)}, GRAPH_SELECT)
+    return {key: None if user is None else _strip(user) for key, user in found.items()}
 
 
 def find_graph_users(graph: Graph, who: str) -> list[dict[str, Any]]:
     """The Entra user(s) meant by an object id, an email (mail) or a sign-in name."""
     who = who.strip()
     if "@" not in who:
-        try:
-            return [_strip(graph.get(f"/users/{quote(who, safe='')}", params={"$select": _SELECT}))]
-        except GraphError as exc:
-            if exc.status in (400, 404):
-                return []
-            raise
-    literal = who.replace("'", "''")
+        user = user_by_id(graph, who, GRAPH_SELECT)
+        return [] if user is None else [_strip(user)]
     for prop in ("mail", "userPrincipalName"):
-        found = [_strip(u) for u in graph.iter_items("/users", params={"$filter": f"{prop} eq '{literal}'",
-                                                                      "$select": _SELECT})]
+        found = [_strip(u) for u in users_where(graph, prop, who, GRAPH_SELECT)]
         if found:
             return found
     return []

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from shared.errors import ConsentError, GraphUnavailable
-from shared.graph.client import CONSENT_STEP
-
-if TYPE_CHECKING:
-    from shared.graph.client import Graph
+from shared.errors import GraphUnavailable
+from shared.graph.client import Graph
 
 PRESENCES_PATH = "/communications/getPresencesByUserId"
 PRESENCE_PERMISSION = "Presence.Read.All"
@@ -35,14 +32,7 @@ def get_presences(graph: Graph, object_ids: Sequence[str]) -> dict[str, dict[str
     chunks = [ids[n:n + PRESENCE_IDS_LIMIT] for n in range(0, len(ids), PRESENCE_IDS_LIMIT)]
 
     def one(chunk: list[str]) -> list[Any]:
-        try:
-            answer = graph.request("POST", PRESENCES_PATH, body={"ids": chunk})
-        except ConsentError:
-            raise ConsentError(
-                f"Microsoft Graph denied {PRESENCES_PATH}: the app lacks the {PRESENCE_PERMISSION} application "
-                f"permission or admin consent was not granted. Fix: "
-                f"{CONSENT_STEP.format(app=graph.tenant.client_id, perm=PRESENCE_PERMISSION)}.",
-                permission=PRESENCE_PERMISSION) from None
+        answer = graph.request("POST", PRESENCES_PATH, body={"ids": chunk})
         value = answer.get("value") if isinstance(answer, dict) else None
         if not isinstance(value, list):
             raise GraphUnavailable(f"Microsoft Graph {PRESENCES_PATH} answered without a list of presences.")
