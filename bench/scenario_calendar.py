@@ -24,12 +24,14 @@ calendar-day-teams  the same day from 07:45 with NEXXT365_TEAMS_PRESENCE=true an
                wait for the next tick plus that tick's processing time. Graph requests per minute
                (getSchedule once a minute, getPresencesByUserId every tick), ClearVox writes against
                real transitions.
+calendar-peak-teams  the same with Teams presence for the busiest hour only (09:30-10:30).
 """
 
 from __future__ import annotations
 
 import math
 import random
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -439,6 +441,7 @@ class TeamsDay:
     mismatches: list[tuple[int, datetime, str, str]] = field(default_factory=list)
     ticks: int = 0
     tick_started: float = 0.0
+    began: datetime | None = None  # the first tick: the state found then is no change to time
 
     def __post_init__(self) -> None:
         self.shown = [None] * self.day.users
@@ -447,6 +450,7 @@ class TeamsDay:
 
     def show(self, t: datetime) -> None:
         """Make the simulator's presence what Teams shows at t (only the users whose presence changed)."""
+        self.began = self.began or t
         for u in range(self.day.users):
             now = presence_at(self.segs[u], t)
             if now != self.shown[u]:
@@ -454,7 +458,7 @@ class TeamsDay:
                 availability, activity = now or ("Available", "Available")
                 self.world.graph.set_presence(self.people[u][0], availability, activity)
                 change = self._last_change(u, t)
-                if change is not None and self.since[u] is None:
+                if change is not None and change > self.began and self.since[u] is None:
                     self.since[u] = change
         self.tick_started = time.perf_counter()
 
@@ -481,11 +485,11 @@ class TeamsDay:
                 self.mismatches.append((u, t, actual[u], want))
 
 
-def calendar_day_teams(args: BenchArgs) -> list[Result]:
+def calendar_day_teams(args: BenchArgs, start: str = "07:45", stop: str = "18:30", name: str = "day") -> list[Result]:
     n = args.calendar_users
     day = generate_day(n)
     segs = generate_presence(day)
-    minutes = [t for t in run_minutes() if t >= local("07:45")]
+    minutes = [t for t in run_minutes() if local(start) <= t <= local(stop)]
     with World(latency=0.0) as world:
         world.graph.set_app_roles(world.client_id, ["User.Read.All", "Contacts.Read", "Calendars.Read",
                                                      "Presence.Read.All"])
@@ -510,16 +514,24 @@ def calendar_day_teams(args: BenchArgs) -> list[Result]:
             if report.error or report.failed or report.extra.get("ticks") != TICKS_PER_MINUTE:
                 raise AssertionError(f"run at {t:%H:%M}Z: {report.error or report.failed[:3] or report.extra.get('ticks')}")
             replay.check(last[0])
+            if t.minute % 30 == 0:
+                print(f"  {name} {t:%H:%M}Z: {replay.ticks} ticks, {time.perf_counter() - started:.0f} s", file=sys.stderr,
+                      flush=True)
         wall = time.perf_counter() - started
-        return [_teams_result(n, minutes, replay, world, wall)]
+        return [_teams_result(f"calendar-{name}-teams", n, minutes, replay, world, wall)]
 
 
-def _teams_result(n: int, minutes: list[datetime], replay: TeamsDay, world: World, wall: float) -> Result:
+def calendar_peak_teams(args: BenchArgs) -> list[Result]:
+    """The busiest hour of the same day (most meetings start and end around 10:00)."""
+    return calendar_day_teams(args, "09:30", "10:30", "peak")
+
+
+def _teams_result(name: str, n: int, minutes: list[datetime], replay: TeamsDay, world: World, wall: float) -> Result:
     schedule = world.graph.counts["getSchedule"]
     presence = world.graph.counts["getPresencesByUserId"]
     writes = world.clearvox.writes_by_operation[STATUS_PUT]
     lat = sorted(replay.latencies) or [0.0]
-    result = Result(f"calendar-day-teams ({n} users, {len(minutes)} runs, {replay.ticks} ticks)", wall,
+    result = Result(f"{name} ({n} users, {len(minutes)} runs, {replay.ticks} ticks)", wall,
                     schedule + presence, len(world.clearvox.requests_to()), writes)
     result.extra.update({
         "transitions": replay.transitions, "late_or_missed": len(replay.mismatches),
@@ -538,4 +550,5 @@ def _teams_result(n: int, minutes: list[datetime], replay: TeamsDay, world: Worl
     return result
 
 
-SCENARIOS = {"calendar-run": calendar_run, "calendar-day": calendar_day, "calendar-day-teams": calendar_day_teams}
+SCENARIOS = {"calendar-run": calendar_run, "calendar-day": calendar_day, "calendar-day-teams": calendar_day_teams,
+             "calendar-peak-teams": calendar_peak_teams}
