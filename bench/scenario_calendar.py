@@ -497,6 +497,8 @@ def calendar_day_teams(args: BenchArgs, start: str = "07:45", stop: str = "18:30
         people = populate(world, store, day)
         tenant = world.tenant_with(teams_presence=True)
         replay = TeamsDay(day, segs, people, world)
+        for earlier in (t for t in run_minutes() if t < minutes[0]):  # short-notice changes made before the replay
+            apply_changes(world, people, day, earlier)
         world.graph.reset_stats()
         world.clearvox.clear_log()
         started = time.perf_counter()
