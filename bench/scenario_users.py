@@ -6,6 +6,9 @@ users-initial   first run over `args.users` Entra users (1 % of them already in 
                 the Graph delta pages plus the ClearVox list pages (requests that cannot overlap).
 users-nochange  a second run with nothing changed in Entra. Target: exactly 1 Graph request besides the
                 token, zero ClearVox writes, ClearVox reads only for the users waiting for a link.
+users-onebad    ClearVox answers 500 to one user's create, always. Target: the first run creates all the
+                others and stores its deltaLink; the next run writes only that user again (1 POST, at most
+                5 ClearVox requests) and reports it as failed.
 
 Both simulators answer every request after `args.latency_ms`.
 """
@@ -86,7 +89,28 @@ def users_nochange(args: BenchArgs) -> list[Result]:
         world.stop()
 
 
+def users_onebad(args: BenchArgs) -> list[Result]:
+    world = _world(args)
+    try:
+        store = new_store(args)
+        waiting = _populate(world, args.users)
+        bad = b"user00007@"
+        world.clearvox.inject(500, count=10**9, match=lambda r: r.method == "POST" and bad in r.body)
+        first, report = timed_run("users-onebad (first)", world, store, "users")
+        stored = store.for_tenant(world.tenant.key).cursor("users") is not None
+        first.extra.update({"created": report.created, "failed": len(report.failed),
+                            "ok": stored and report.created == args.users - waiting - 1 and len(report.failed) == 1})
+        again, report = timed_run("users-onebad (next)", world, store, "users")
+        posts = len(world.clearvox.requests_to(lambda r: r.method == "POST"))
+        again.extra.update({"created": report.created, "failed": len(report.failed),
+                            "ok": posts == 1 and again.clearvox_requests <= waiting + 5 and len(report.failed) == 1})
+        return [first, again]
+    finally:
+        world.stop()
+
+
 SCENARIOS: dict[str, Callable[[BenchArgs], list[Result]]] = {
     "users-initial": users_initial,
     "users-nochange": users_nochange,
+    "users-onebad": users_onebad,
 }

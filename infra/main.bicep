@@ -104,6 +104,9 @@ param clearvoxConcurrency int = 16
 @description('Country for phone numbers without a country code (ISO 3166 two letters).')
 param defaultRegion string = 'NL'
 
+@description('Shared mailbox addresses, comma-separated, whose contacts become the ClearVox company phone book; empty: none.')
+param companyContacts string = ''
+
 @description('Let the calendar status also follow Teams presence (a call or a presentation makes the user Bezig or Niet storen within 30 s); needs Presence.Read.All (entra-app.bicep teamsPresence=true).')
 param teamsPresence bool = false
 
@@ -149,6 +152,9 @@ param deployerPrincipalType string = 'ServicePrincipal'
 
 @description('Object ID of the operators\' group allowed to set and rotate the secrets. Empty grants nothing.')
 param secretsOfficerPrincipalId string = ''
+
+@description('Resource ID of the partner\'s Log Analytics workspace that every customer\'s app sends to (see infra/fleet.bicep). Empty gives this customer its own workspace.')
+param logAnalyticsWorkspaceId string = ''
 
 @description('Key Vault secret name of the Graph client secret.')
 param clientSecretName string = 'graph-client-secret'
@@ -196,6 +202,7 @@ module monitoring 'modules/monitoring.bicep' = {
     appInsightsName: names.appInsights
     location: location
     retentionInDays: logRetentionInDays
+    existingWorkspaceId: logAnalyticsWorkspaceId
     tags: allTags
   }
 }
@@ -278,6 +285,7 @@ var appSettings = {
   NEXXT365_PRESENCE_MAP: presenceMap
   NEXXT365_STATUS_MAP: statusMap
   NEXXT365_RESPECT_MANUAL: respectManual ? 'true' : 'false'
+  NEXXT365_COMPANY_CONTACTS: companyContacts
 }
 
 module functionApp 'modules/functionapp.bicep' = {
@@ -338,3 +346,4 @@ output NEXXT365_TEAMS_PRESENCE string = appSettings.NEXXT365_TEAMS_PRESENCE
 output NEXXT365_PRESENCE_MAP string = appSettings.NEXXT365_PRESENCE_MAP
 output NEXXT365_STATUS_MAP string = appSettings.NEXXT365_STATUS_MAP
 output NEXXT365_RESPECT_MANUAL string = appSettings.NEXXT365_RESPECT_MANUAL
+output NEXXT365_COMPANY_CONTACTS string = appSettings.NEXXT365_COMPANY_CONTACTS

@@ -18,10 +18,10 @@ import urllib3
 
 from shared.errors import ClearVoxUnavailable, ConfigError
 from shared.http import DEFAULT_TIMEOUT, HttpStats, make_session
+from shared.text import without_controls
 
 log = logging.getLogger("shared.clearvox")
 
-_CONTROL = dict.fromkeys([*range(32), *range(127, 160)])
 
 
 class TransportOptions(TypedDict, total=False):
@@ -121,14 +121,13 @@ def _timed_out(exc: requests.exceptions.RequestException) -> bool:
         reason, urllib3.exceptions.NewConnectionError)
 
 
-_CONTROL = dict.fromkeys([*range(32), *range(127, 160)])
 
 
 def _sendable(value: Any) -> Any:
-    """What is sent, without control characters (C0, DEL, C1): no NUL, BEL, ESC sequence or line break
+    """What is sent, without control characters: no NUL, BEL, ESC sequence or line break
     from an Entra or Outlook name reaches the PBX."""
     if isinstance(value, str):
-        return value.translate(_CONTROL)
+        return without_controls(value)
     if isinstance(value, dict):
         return {k: _sendable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

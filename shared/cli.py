@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     link.add_argument("--csv", required=True, metavar="FILE")
 
     sub.add_parser("demo", help="everything against the built-in sandbox")
+
+    status = sub.add_parser("status", help="every customer x sync: last run, failures, held changes, what needs attention")
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+    status.add_argument("--tenant", dest="status_tenant", metavar="KEY", help="only this customer")
     return parser
 
 
@@ -143,7 +147,7 @@ def _print_reports(reports: Sequence[RunReport], as_json: bool, out: TextIO) -> 
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    from shared.sync.users.run import report_unlinked
+    from shared.sync.users.linking import report_unlinked
 
     store = Store(settings.state_connection())
     for tenant in _tenants(settings, args.tenant):
@@ -152,7 +156,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
 
 
 def cmd_link(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    from shared.sync.users.run import link_from_csv
+    from shared.sync.users.linking import link_from_csv
 
     store = Store(settings.state_connection())
     code = EXIT_OK
@@ -167,7 +171,14 @@ def cmd_demo(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     return run_demo(out)
 
 
-COMMANDS = {"doctor": cmd_doctor, "sync": cmd_sync, "report": cmd_report, "link": cmd_link, "demo": cmd_demo}
+def cmd_status(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    from shared.status import run_status
+
+    return run_status(settings, args.status_tenant or args.tenant, args.json, out)
+
+
+COMMANDS = {"doctor": cmd_doctor, "sync": cmd_sync, "report": cmd_report, "link": cmd_link, "demo": cmd_demo,
+            "status": cmd_status}
 
 
 def _machine_output(args: argparse.Namespace) -> bool:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+from shared.check import Check
 from shared.clearvox import ClearVox
 from shared.clearvox_contract import contract_check
 from shared.clients import clients
@@ -14,25 +14,11 @@ from shared.graph.auth import CONSENT_STEP
 from shared.graph.client import Graph
 from shared.graph.users import all_users
 from shared.settings import Tenant
-from shared.state import Store
+from shared.state import State, Store
 from shared.sync.base import syncs
 from shared.sync.users.rules import is_valid_email, text_of
 
 EXPIRY_WARNING = timedelta(days=30)
-
-
-@dataclass
-class Check:
-    name: str
-    status: str  # OK | FAIL | WARN | SKIP
-    detail: str
-
-    @property
-    def passed(self) -> bool:
-        return self.status in ("OK", "WARN", "SKIP")
-
-    def to_json(self) -> dict[str, str]:
-        return {"check": self.name, "status": self.status, "detail": self.detail}
 
 
 def _attempt(name: str, fn: Callable[[], str]) -> Check:
@@ -63,6 +49,8 @@ def run_doctor(tenant: Tenant, store: Store | None, *, verify: str | bool | None
                 checks.append(_attempt("Microsoft Graph users", lambda: _users_summary(graph)))
             else:
                 checks.append(Check("Microsoft Graph users", "SKIP", "needs User.Read.All"))
+            for spec in syncs():
+                checks.extend(spec.doctor(graph, tenant))
         else:
             checks.append(Check("permissions", "SKIP", "needs a token"))
         checks.append(_secret_expiry(tenant, today or datetime.now(UTC).date()))
@@ -70,7 +58,10 @@ def run_doctor(tenant: Tenant, store: Store | None, *, verify: str | bool | None
         if contract:
             checks.extend(contract_checks(cv))
     if store is not None:
-        checks.append(_attempt("state storage", lambda: (store.table("runs"), "tables reachable")[1]))
+        storage = _attempt("state storage", lambda: (store.table("runs"), "tables reachable")[1])
+        checks.append(storage)
+        if storage.passed:
+            checks.extend(_lease_checks(store.for_tenant(tenant.key)))
     return checks
 
 
@@ -105,6 +96,23 @@ def _users_summary(graph: Graph) -> str:
     note = (f"; {without} without an email in their contact info will be skipped "
             "(fill in Email in Entra ID > Users > Properties)") if without else ""
     return f"{total} users, {with_mail} with a valid email{note}"
+
+
+def _lease_checks(state: State) -> list[Check]:
+    """A sync whose lease another run holds right now will not run (exit 3) until it is released or expires."""
+    checks = []
+    for spec in syncs():
+        holder = state.lease_holder(spec.name)
+        if holder is None:
+            continue
+        since, until = holder
+        if until is not None and until <= datetime.now(UTC):
+            detail = f"the lease of a run that stopped renewing expired at {until:%H:%M:%S} UTC; the next run takes it over"
+        else:
+            detail = (f"a run holds the lease since {since:%Y-%m-%d %H:%M:%S} UTC" if since else "a run holds the lease") + (
+                f", renewed until {until:%H:%M:%S} UTC; runs in between are not run (exit 3)" if until else "")
+        checks.append(Check(f"{spec.name} sync lease", "WARN", detail))
+    return checks
 
 
 def _secret_expiry(tenant: Tenant, today: date) -> Check:

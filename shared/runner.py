@@ -20,6 +20,7 @@ from typing import Any
 
 from shared.clients import clients
 from shared.errors import EXIT_CONFIG, EXIT_ITEM_FAILURES, AdminFix, Nexxt365Error, Transient
+from shared.observe import observe_run
 from shared.report import RunReport
 from shared.settings import Settings, Tenant
 from shared.state import LeaseKeeper, State, Store
@@ -47,6 +48,7 @@ def run(sync: str, tenant: Tenant, store: Store, *, dry_run: bool = False, at: d
         _fail(report, exc, spec)
     if not dry_run:
         _store_report(state, report)
+    observe_run(report, tenant, state)
     (log.error if report.error else log.info)(report.summary())
     return report
 

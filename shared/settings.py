@@ -126,6 +126,23 @@ def _choice(name: str, value: str | None, choices: tuple[str, ...]) -> str:
     return v
 
 
+# -- NEXXT365_COMPANY_CONTACTS (the contacts sync's company phone book) ---------------
+_MAILBOX = re.compile(r"^[^@\s,;]+@[^@\s,;]+\.[^@\s,;]+$")
+
+
+def _mailboxes(value: str | None) -> tuple[str, ...]:
+    """Comma-separated shared mailbox addresses, lower-cased, in the given order, each once."""
+    found: dict[str, None] = {}
+    for part in (value or "").split(","):
+        address = part.strip().lower()
+        if address and not _MAILBOX.match(address):
+            raise ConfigError(f"NEXXT365_COMPANY_CONTACTS: {part.strip()[:60]!r} is not a mailbox address; give "
+                              "shared mailbox addresses separated by commas, e.g. receptie@contoso.nl,info@contoso.nl.")
+        if address:
+            found[address] = None
+    return tuple(found)
+
+
 @dataclass(frozen=True)
 class Options:
     """Behaviour settings of the syncs (all optional)."""
@@ -141,6 +158,7 @@ class Options:
     default_region: str = "NL"
     status_map: str | None = None  # parsed by the calendar sync
     respect_manual: bool = False
+    company_contacts: tuple[str, ...] = ()  # shared mailboxes whose contacts become the company phone book
     # -- Teams presence as a second input to the calendar status (shared.sync.calendar.teams)
     teams_presence: bool = False
     presence_map: str | None = None  # validated here, parsed by the calendar sync
@@ -164,6 +182,7 @@ class Options:
             default_region=_region(get("NEXXT365_DEFAULT_REGION")),
             status_map=_status_map(get("NEXXT365_STATUS_MAP")),
             respect_manual=_bool("NEXXT365_RESPECT_MANUAL", get("NEXXT365_RESPECT_MANUAL"), False),
+            company_contacts=_mailboxes(get("NEXXT365_COMPANY_CONTACTS")),
             **_presence_options(get),
         )
 

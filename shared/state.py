@@ -244,6 +244,22 @@ class State:
         inverted = f"{10**13 - int(now.timestamp() * 1000):013d}"
         self.upsert("runs", {f"{inverted}-{sync}": {"sync": sync, "at": now, "report": fit_report(report)}})
 
+    def newest_run(self, sync: str) -> tuple[datetime | None, dict[str, Any] | None]:
+        """(when, report) of the newest stored run of `sync`: the first row of a filtered page of one,
+        since RowKeys sort newest first."""
+        rows = self.store.table("runs").query_entities("PartitionKey eq @pk and sync eq @sync",
+                                                       parameters={"pk": self._pk(""), "sync": sync},
+                                                       results_per_page=1, select=["at", "report"])
+        row = next(iter(rows), None)
+        if row is None:
+            return None, None
+        try:
+            report = json.loads(str(row.get("report") or "{}"))
+        except ValueError:
+            report = {}
+        at = row.get("at")
+        return (at if isinstance(at, datetime) else None), (report if isinstance(report, dict) else {})
+
     # -- leases ----------------------------------------------------------
     def acquire_lease(self, sync: str, duration: timedelta, owner: str | None = None) -> Lease | None:
         """Take the (tenant, sync) lease, or None when another live run holds it.

@@ -1,4 +1,6 @@
 // Log Analytics workspace and workspace-based Application Insights.
+// With `existingWorkspaceId` the app sends to the partner's one workspace (shared by every
+// customer, where the fleet workbook and alerts of fleet.bicep look); otherwise it gets its own.
 // Local (instrumentation key) authentication is off: the app sends telemetry
 // with its managed identity (Monitoring Metrics Publisher, see roles.bicep).
 
@@ -19,7 +21,12 @@ param retentionInDays int = 30
 @description('Tags for the resources.')
 param tags object = {}
 
-resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
+@description('Resource ID of an existing Log Analytics workspace (the partner\'s, shared by all customers). Empty creates one for this customer.')
+param existingWorkspaceId string = ''
+
+var ownWorkspace = empty(existingWorkspaceId)
+
+resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' = if (ownWorkspace) {
   name: workspaceName
   location: location
   tags: tags
@@ -41,10 +48,11 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
   kind: 'web'
   properties: {
     Application_Type: 'web'
-    WorkspaceResourceId: workspace.id
+    WorkspaceResourceId: ownWorkspace ? workspace.id : existingWorkspaceId
     DisableLocalAuth: true
   }
 }
 
 output appInsightsName string = appInsights.name
+output workspaceId string = ownWorkspace ? workspace.id : existingWorkspaceId
 output connectionString string = appInsights.properties.ConnectionString

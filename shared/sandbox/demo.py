@@ -16,7 +16,7 @@ from shared import runner
 from shared.doctor import render, run_doctor
 from shared.report import RunReport
 from shared.sandbox.azurite import Azurite
-from shared.sandbox.demo_tenant import DemoIds, seed, teams_call
+from shared.sandbox.demo_tenant import COMPANY_CONTACTS, DemoIds, seed, teams_call
 from shared.sandbox.world import World
 from shared.settings import Tenant
 from shared.state import Store
@@ -39,7 +39,7 @@ def run_demo(out: TextIO) -> int:
         ids = seed(world, now)
         store = Store(azurite.connection_string)
         expires = (now + timedelta(days=540)).date()  # as noted from Certificates & secrets
-        tenant = replace(world.tenant, secret_expiry=lambda: expires)
+        tenant = replace(world.tenant_with(company_contacts=COMPANY_CONTACTS), secret_expiry=lambda: expires)
         codes: list[int] = []
         print(f"Sandbox: Microsoft Graph {world.graph.url}, ClearVox {world.clearvox.url}, Azurite {azurite.port}", file=out)
 
@@ -54,7 +54,7 @@ def run_demo(out: TextIO) -> int:
         codes.append(users.exit_code)
 
         _section(out, "nexxt365 report unlinked")
-        from shared.sync.users.run import report_unlinked
+        from shared.sync.users.linking import report_unlinked
 
         buf = io.StringIO()
         report_unlinked(tenant, store, buf, csv_format=False)
@@ -64,7 +64,7 @@ def run_demo(out: TextIO) -> int:
         contacts = runner.run("contacts", tenant, store, verify=world.verify)
         _report(out, contacts)
         codes.append(contacts.exit_code)
-        _public_contact_kept(out, world, store, ids)
+        _public_contact_kept(out, world, store, ids, tenant)
 
         _section(out, f"nexxt365 sync calendar --at {now:%H:%M} UTC (meetings running)")
         codes.append(_calendar(out, tenant, world, store, ids, now))
@@ -76,6 +76,8 @@ def run_demo(out: TextIO) -> int:
         codes.append(_calendar(out, replace(tenant, options=replace(tenant.options, teams_presence=True)), world, store, ids,
                                later))
 
+        _status(out, world, store, tenant, now)
+
         _section(out, "summary")
         cv_users = list(world.clearvox.users.values())
         linked = sum(1 for u in cv_users if u.get("external_application_id"))
@@ -86,7 +88,7 @@ def run_demo(out: TextIO) -> int:
         return worst
 
 
-def _public_contact_kept(out: TextIO, world: World, store: Store, ids: DemoIds) -> None:
+def _public_contact_kept(out: TextIO, world: World, store: Store, ids: DemoIds, tenant: Tenant) -> None:
     """A user made a synced contact public in ClearVox; then it is deleted in Outlook: it stays."""
     cv = world.clearvox
     match = [c for c in cv.contacts.values() if c.get("external_id") == ids.public_contact_graph_id]
@@ -95,7 +97,7 @@ def _public_contact_kept(out: TextIO, world: World, store: Store, ids: DemoIds) 
     cv.make_contact_public(match[0]["id"])
     world.graph.delete_contact(ids.public_contact_graph_id)
     print(f"\n(Anna made '{match[0]['display_name']}' public in ClearVox, then deleted it in Outlook)", file=out)
-    again = runner.run("contacts", world.tenant, store, verify=world.verify)
+    again = runner.run("contacts", tenant, store, verify=world.verify)
     _report(out, again)
 
 
@@ -110,3 +112,16 @@ def _calendar(out: TextIO, tenant: Tenant, world: World, store: Store, ids: Demo
             status = cv.status_of(user["id"])
             print(f"  {name:<8} {LABELS.get(status, status)}", file=out)
     return report.exit_code
+
+
+def _status(out: TextIO, world: World, store: Store, tenant: Tenant, now: datetime) -> None:
+    """`nexxt365 status` of two customers: this one, and a second whose client secret expires in 9 days."""
+    from shared.status import exit_code, render, tenant_status
+
+    soon = (now + timedelta(days=9)).date()
+    second = replace(tenant, key="fabrikam", secret_expiry=lambda: soon)
+    runner.run("users", second, store, verify=world.verify)
+    _section(out, "nexxt365 status")
+    statuses = [tenant_status(t, store.for_tenant(t.key)) for t in (tenant, second)]
+    print(render(statuses), file=out)
+    print(f"(exit code {exit_code(statuses)})", file=out)

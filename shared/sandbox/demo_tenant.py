@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 from shared.sandbox.world import World
 
 DOMAIN = "voorbeeld.nl"
+COMPANY_CONTACTS = (f"receptie@{DOMAIN}",)  # the demo's NEXXT365_COMPANY_CONTACTS: its shared mailbox
 
 # given, surname, department, job title, business phone, mobile
 PEOPLE = [
@@ -86,6 +87,14 @@ def seed(world: World, now: datetime) -> DemoIds:
     for name in ("Bas", "Chantal", "Daan"):
         for n in range(3):
             g.add_contact(ids.by_name[name], displayName=f"Relatie {n + 1} van {name}", businessPhones=[f"020 555 00{n}{len(name)}"])
+
+    # The company phone book: a shared mailbox (no sign-in, no licence) with suppliers and services.
+    receptie = g.add_user(displayName="Receptie", mail=COMPANY_CONTACTS[0], userPrincipalName=COMPANY_CONTACTS[0],
+                          accountEnabled=False)
+    g.add_contact(receptie, displayName="Storingsdienst Lift", companyName="Lift B.V.", businessPhones=["0800 123 4567"])
+    g.add_contact(receptie, displayName="Schoonmaakbedrijf Schoon", businessPhones=["030 123 9876"])
+    g.add_contact(receptie, g.add_contact_folder(receptie, "Leveranciers"), displayName="Drukkerij De Pers",
+                  businessPhones=["010 444 5566"], emailAddresses=[{"name": "orders", "address": "orders@depers.example"}])
 
     # The calendar around `now`.
     g.add_event(ids.by_name["Anna"], "Klantbezoek", now - timedelta(minutes=20), now + timedelta(minutes=40), show_as="busy")

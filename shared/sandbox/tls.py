@@ -10,6 +10,7 @@ import os
 import ssl
 import tempfile
 import threading
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -43,3 +44,21 @@ def ca_bundle_path() -> str:
         with os.fdopen(fd, "wb") as fh:
             fh.write(_ca().cert_pem.bytes())
         return path
+
+
+def self_signed_certificate(common_name: str = "nexxt365") -> tuple[str, str]:
+    """(private key PEM, certificate PEM) of a fresh RSA self-signed certificate, as an app registration takes."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=1))
+            .not_valid_after(now + timedelta(days=30)).sign(key, hashes.SHA256()))
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    return key_pem, cert.public_bytes(serialization.Encoding.PEM).decode()

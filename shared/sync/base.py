@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from shared.errors import AdminFix, ClearVoxUnavailable, ItemError, LeaseLost, Transient
 
 if TYPE_CHECKING:
+    from shared.check import Check
     from shared.clearvox import ClearVox
     from shared.graph.client import Graph
     from shared.report import RunReport
@@ -55,6 +56,7 @@ class SyncSpec:
     budget: timedelta  # ClearVox writes stop after this; the rest waits for the next run
     graph_max_retry_after: float = 60.0  # longest Retry-After from Graph worth waiting for in one run
     extra_permissions: Callable[[Options], dict[str, str]] = field(default=lambda options: {})
+    doctor: Callable[[Graph, Tenant], list[Check]] = field(default=lambda graph, tenant: [])  # its own checks
 
     @property
     def queue(self) -> str:

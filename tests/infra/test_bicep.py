@@ -175,6 +175,6 @@ def test_globally_unique_names_fit_their_limits() -> None:
 
 def test_infra_has_no_stray_files() -> None:
     # Everything under infra/ is read by a check or by the deployment.
-    allowed_suffixes = {".bicep", ".bicepparam", ".json", ".sh", ".txt"}
+    allowed_suffixes = {".bicep", ".bicepparam", ".json", ".kql", ".sh", ".txt"}
     stray = [rel(p) for p in INFRA.rglob("*") if p.is_file() and p.suffix not in allowed_suffixes]
     assert not stray, stray

@@ -155,7 +155,7 @@ def test_control_characters_are_stripped_from_everything_sent(cv: ClearVox, sim:
     for record in sim.write_log:
         text = str(record.body)
         assert not any(ord(c) < 32 or 127 <= ord(c) < 160 for c in str(record.body)), text
-    assert sim.users[user.id]["display_name"] == "]0;owned[2JJande Vries"
+    assert sim.users[user.id]["display_name"] == "]0;owned[2JJan  de Vries "
 
 
 # -- malformed answers -----------------------------------------------------------------

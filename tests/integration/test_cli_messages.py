@@ -73,7 +73,7 @@ COMMANDS = {"sync": ["sync", "users"], "report": ["report", "unlinked"], "link":
 @pytest.mark.parametrize("case", list(STATE_CASES))
 def test_unusable_state_storage_names_the_setting(command: str, case: str, capsys: pytest.CaptureFixture[str],
                                                    no_managed_identity: None, tmp_path: Path) -> None:
-    from shared.sync.users.run import CSV_COLUMNS
+    from shared.sync.users.linking import CSV_COLUMNS
 
     (tmp_path / "reviewed.csv").write_text(",".join(CSV_COLUMNS) + "\n")
     argv = [str(tmp_path / a) if a.endswith(".csv") else a for a in COMMANDS[command]]

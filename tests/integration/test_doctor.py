@@ -113,3 +113,20 @@ def test_contract_checks_run_only_with_the_flag(world: World, azurite: Azurite) 
     main(["doctor", "--contract"], out=with_contract, settings=settings)
     assert "ClearVox contract" not in plain.getvalue()
     assert "ClearVox contract" in with_contract.getvalue()
+
+
+def test_doctor_lists_each_company_mailbox_and_whether_its_contacts_can_be_read(world: World, azurite: Azurite) -> None:
+    world.graph.add_user(displayName="Receptie", mail="receptie@contoso.nl")
+    world.graph.add_user(displayName="Info", mail="info@contoso.nl", mailbox_in_scope=False)
+    code, text = doctor(world, azurite, NEXXT365_COMPANY_CONTACTS="receptie@contoso.nl,info@contoso.nl")
+    assert code == 2
+    assert "OK   company contacts receptie@contoso.nl: contacts can be read" in text
+    assert "FAIL company contacts info@contoso.nl" in text and "Fix" in text
+
+
+def test_doctor_shows_a_sync_that_another_run_holds(world: World, azurite: Azurite) -> None:
+    from shared.state import Store
+
+    Store(azurite.connection_string).for_tenant(world.tenant.key).acquire_lease("contacts", timedelta(minutes=3))
+    _, text = doctor(world, azurite)
+    assert "WARN contacts sync lease: a run holds the lease since" in text and "not run (exit 3)" in text

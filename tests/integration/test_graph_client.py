@@ -10,6 +10,7 @@ import pytest
 from shared.errors import ConsentError, DeltaExpired, GraphAuthError, MailboxUnavailable
 from shared.graph.client import BatchRequest, Graph
 from shared.graph.schedule import get_schedule
+from shared.sandbox.tls import self_signed_certificate
 from shared.sandbox.world import World
 
 
@@ -170,20 +171,10 @@ def test_get_schedule_survives_an_unknown_anchor_and_answers_the_others(world: W
 
 
 def test_a_certificate_instead_of_a_secret(world: World) -> None:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
 
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "nexxt365")])
-    now = datetime.now(UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=1))
-            .not_valid_after(now + timedelta(days=30)).sign(key, hashes.SHA256()))
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode()
+    key_pem, cert_pem = self_signed_certificate()
     client_id = world.graph.add_app(certificate_pem=cert_pem)
     g = graph(world, client_id=client_id, client_secret=None, client_certificate=lambda: key_pem + cert_pem)
     assert g.get("/users")["value"] == []

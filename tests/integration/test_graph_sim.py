@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from shared.sandbox.graph_sim import GraphSim
-from shared.sandbox.tls import ca_bundle_path
+from shared.sandbox.tls import ca_bundle_path, self_signed_certificate
 
 pytestmark = pytest.mark.integration
 
@@ -462,17 +462,4 @@ def test_unknown_routes_answer_in_graphs_error_shape(sim: GraphSim, graph: Graph
 
 
 def _self_signed() -> tuple[str, str]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "nexxt365")])
-    now = datetime.now(UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=1))
-            .not_valid_after(now + timedelta(days=30)).sign(key, hashes.SHA256()))
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode()
-    return key_pem, cert.public_bytes(serialization.Encoding.PEM).decode()
+    return self_signed_certificate()

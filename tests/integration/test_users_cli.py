@@ -21,7 +21,8 @@ from shared.sandbox.azurite import Azurite
 from shared.sandbox.world import World
 from shared.settings import Settings
 from shared.state import Store
-from shared.sync.users.run import CSV_COLUMNS, CURSOR
+from shared.sync.users.linking import CSV_COLUMNS
+from shared.sync.users.source import CURSOR
 
 pytestmark = pytest.mark.integration
 

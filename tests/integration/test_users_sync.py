@@ -21,8 +21,9 @@ from shared.sandbox.server import Request
 from shared.sandbox.world import World
 from shared.settings import Tenant
 from shared.state import State, Store
+from shared.sync.users.ledger import RETRY_SCOPE
 from shared.sync.users.rules import GRAPH_SELECT, exists_reason
-from shared.sync.users.run import CACHE_TABLE, CURSOR, RETRY_SCOPE
+from shared.sync.users.source import CACHE_TABLE, CURSOR
 
 pytestmark = pytest.mark.integration
 
@@ -534,25 +535,26 @@ def test_dry_run_shows_field_by_field_diffs_of_a_linked_user(world: World, store
 
 
 def test_a_clearvox_outage_mid_apply_leaves_state_from_which_the_next_run_converges(world: World, store: Store) -> None:
+    # The one outage rule (shared.sync.base): one failing user fails alone, but ten failures in a row stop the run.
     tenant = world.tenant_with(clearvox_concurrency=2)
     oids = [entra(world, f"Medewerker {i}", f"m{i}@contoso.nl") for i in range(10)]
     sync(world, store, tenant)
     before = delta_link(world, store)
-    oids += [entra(world, f"Nieuw {i}", f"n{i}@contoso.nl") for i in range(8)]
+    oids += [entra(world, f"Nieuw {i}", f"n{i:02d}@contoso.nl") for i in range(20)]
     posts = itertools.count()
-    world.clearvox.inject(503, count=10_000, retry_after=1, match=lambda r: r.method == "POST" and next(posts) >= 3)
+    world.clearvox.inject(500, count=10_000, match=lambda r: r.method == "POST" and next(posts) >= 3)
 
     broken = sync(world, store, tenant)
 
-    assert broken.exit_code == 1 and broken.error and "503" in broken.error
-    assert 3 <= broken.created < 8
+    assert broken.exit_code == 1 and broken.error and "500" in broken.error and "in a row" in broken.error
+    assert 3 <= broken.created < 20 and len(broken.failed) >= 2
     assert delta_link(world, store) == before  # the round is replayed
 
     world.clearvox.faults.clear()
     fixed = sync(world, store, tenant)
 
-    assert fixed.exit_code == 0 and broken.created + fixed.created + fixed.linked == 8
-    assert all(len(cv_users(world, f"n{i}@contoso.nl")) == 1 for i in range(8))
+    assert fixed.exit_code == 0 and broken.created + fixed.created + fixed.linked == 20
+    assert all(len(cv_users(world, f"n{i:02d}@contoso.nl")) == 1 for i in range(20))
     assert all(cv_linked(world, oid) for oid in oids)
     assert sync(world, store, tenant).created == 0
 

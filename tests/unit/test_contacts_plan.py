@@ -13,41 +13,41 @@ from typing import Any
 import pytest
 
 from shared.clearvox import CvContact, PhoneNumber
-from shared.sync.contacts.rules import (
+from shared.graph.contacts import delta_start
+from shared.sync.base import MassChangeRule
+from shared.sync.contacts.cursors import FolderCursor, UserCursor, full_reconcile_due, load_cursors
+from shared.sync.contacts.mapping import (
     MAX_DISPLAY_NAME,
     MAX_NAME,
     MAX_PHONES,
-    REASON_ABSENT,
-    REASON_DELETED,
-    REASON_FOLDER_REMOVED,
-    REASON_NO_LONGER_QUALIFIES,
     REASON_NO_NUMBER,
-    REASON_PUBLIC_KEPT,
-    ContactsOptions,
-    ContactsPlan,
-    Create,
-    Delete,
     MapEntry,
     MappedContact,
     Skip,
     contact_hash,
     contactmap_from_rows,
+    cv_fields,
+    differing_fields,
     field_hashes,
+    map_contact,
+)
+from shared.sync.contacts.read import GRAPH_SELECT
+from shared.sync.contacts.render import plan_json, render_plan, summarize
+from shared.sync.contacts.rules import (
+    REASON_ABSENT,
+    REASON_DELETED,
+    REASON_FOLDER_REMOVED,
+    REASON_NO_LONGER_QUALIFIES,
+    REASON_PUBLIC_KEPT,
+    ContactsOptions,
+    ContactsPlan,
+    Create,
+    Delete,
     hold_key,
     index_synced,
     map_changes,
-    map_contact,
     plan_contacts,
-    render_plan,
     retained_plan,
-    summarize,
-)
-from shared.sync.contacts.run import (
-    FolderCursor,
-    UserCursor,
-    delta_start,
-    full_reconcile_due,
-    load_cursors,
 )
 
 OWNER = "cv-user-1"
@@ -245,7 +245,8 @@ class TestCreate:
         assert [c.graph_contact_id for c in plan.creates] == ["g1"]
         create = plan.creates[0]
         assert create.owner_cv_user_id == OWNER and not create.reconcile
-        assert create.fields()["external_id"] == "g1" and "visibility" not in create.fields()
+        body = create.contact.create_fields()
+        assert body["external_id"] == "g1" and "visibility" not in body
 
     def test_without_a_clearvox_listing_a_create_must_first_look_up_the_external_id(self) -> None:
         plan = plan_contacts(OWNER, [graph_contact()], contactmap={}, cv_synced=None)
@@ -262,8 +263,9 @@ class TestCreate:
 
     def test_a_create_that_finds_its_contact_at_apply_time_patches_the_difference_instead(self) -> None:
         plan = plan_contacts(OWNER, [graph_contact()], contactmap={}, cv_synced=None)
-        assert plan.creates[0].changes_against(cv_contact("g1", job_title="Stagiair")) == {"job_title": "Directeur"}
-        assert plan.creates[0].changes_against(cv_contact("g1")) == {}
+        fields = plan.creates[0].contact.fields()
+        assert differing_fields(fields, cv_fields(cv_contact("g1", job_title="Stagiair"))) == {"job_title": "Directeur"}
+        assert differing_fields(fields, cv_fields(cv_contact("g1"))) == {}
 
     def test_synced_contacts_missing_from_the_contactmap_are_pointed_out(self) -> None:
         # An incremental round cannot tell whether they are still in Outlook: the caller may read in full.
@@ -302,12 +304,12 @@ class TestCreate:
     def test_contacts_without_a_number_are_skipped_and_reported(self) -> None:
         plan = plan_contacts(OWNER, [graph_contact(businessPhones=[])], cv_synced={})
         assert plan.creates == []
-        assert plan.summary()["skipped"] == [{"id": "g1", "reason": f"{REASON_NO_NUMBER} (Jan Jansen)"}]
+        assert summarize([plan])["skipped"] == [{"id": "g1", "reason": f"{REASON_NO_NUMBER} (Jan Jansen)"}]
 
     def test_dropped_numbers_are_reported_as_warnings(self) -> None:
         plan = plan_contacts(OWNER, [graph_contact(mobilePhone="onbekend")], cv_synced={})
         assert len(plan.creates) == 1
-        [warning] = plan.summary()["warnings"]
+        [warning] = summarize([plan])["warnings"]
         assert warning["id"] == "g1" and "onbekend" in warning["reason"]
 
 
@@ -398,7 +400,7 @@ class TestDelete:
         assert plan.deletes == []
         [kept] = plan.kept_public
         assert kept.cv_contact_id == "cv-g1"
-        summary = plan.summary()
+        summary = summarize([plan])
         assert summary["kept_public"] == 1
         assert summary["skipped"][0]["id"] == "g1"
         assert summary["skipped"][0]["reason"].startswith(REASON_PUBLIC_KEPT)
@@ -505,7 +507,9 @@ def many(n: int) -> list[dict[str, Any]]:
 
 
 class TestHold:
-    def test_deleting_more_than_half_and_more_than_ten_is_held(self) -> None:
+    """The one guard (shared.sync.base.hold_reason) with rules.DELETIONS, per owner."""
+
+    def test_deleting_more_than_half_is_held_and_the_rest_goes_on(self) -> None:
         cmap, listing = synced_state(*many(20))
         removed = [f"g{i:02d}" for i in range(11)]
         new = graph_contact("g-new")
@@ -514,42 +518,52 @@ class TestHold:
         assert plan.hold is not None and plan.hold.count == 11 and plan.hold.synced == 20
         assert plan.hold.key == hold_key(OWNER, removed)
         assert [c.graph_contact_id for c in plan.creates] == ["g-new"]  # the rest keeps going
-        summary = plan.summary()
+        summary = summarize([plan])
         assert summary["held"] == 11 and summary["deleted"] == 0
-        assert any(s["id"] == OWNER and "held" in s["reason"] for s in summary["skipped"])
+        assert any(s["id"] == OWNER and "--confirm-deletions" in s["reason"] for s in summary["skipped"])
         assert not set(removed) & set(map_changes(plan).deletes)  # rows stay for the next run
 
-    @pytest.mark.parametrize(("synced", "removed"), [(20, 10), (10, 10), (30, 15), (100, 50)])
-    def test_ten_or_fewer_or_half_or_less_goes_through(self, synced: int, removed: int) -> None:
+    @pytest.mark.parametrize(("synced", "removed"), [(20, 10), (30, 15), (100, 50), (5, 2), (3, 1)])
+    def test_half_or_less_goes_through(self, synced: int, removed: int) -> None:
         cmap, listing = synced_state(*many(synced))
         ids = [f"g{i:02d}" for i in range(removed)]
         plan = plan_contacts(OWNER, [], removed_ids=ids, contactmap=cmap, cv_synced=listing)
         assert plan.hold is None and len(plan.deletes) == removed
 
-    def test_the_same_deletions_on_the_next_run_go_through(self) -> None:
+    @pytest.mark.parametrize(("synced", "removed"), [(10, 10), (8, 6), (4, 3)])
+    def test_a_user_with_ten_or_fewer_contacts_is_held_too(self, synced: int, removed: int) -> None:
+        cmap, listing = synced_state(*many(synced))
+        plan = plan_contacts(OWNER, [], removed_ids=[f"g{i:02d}" for i in range(removed)], contactmap=cmap,
+                             cv_synced=listing)
+        assert plan.hold is not None and plan.deletes == []
+
+    def test_more_than_the_limit_in_one_run_is_held_whatever_the_share(self) -> None:
+        cmap, listing = synced_state(*many(20))
+        rule = MassChangeRule("deletions", limit=5)
+        plan = plan_contacts(OWNER, [], removed_ids=[f"g{i:02d}" for i in range(6)], contactmap=cmap,
+                             cv_synced=listing, options=ContactsOptions(deletions=rule))
+        assert plan.hold is not None and "exceed the limit of 5" in plan.hold.reason()
+
+    def test_the_same_deletions_on_the_next_run_are_held_again(self) -> None:
         cmap, listing = synced_state(*many(20))
         removed = [f"g{i:02d}" for i in range(15)]
         first = plan_contacts(OWNER, [], removed_ids=removed, contactmap=cmap, cv_synced=listing)
-        assert first.hold is not None
-        second = plan_contacts(OWNER, [], removed_ids=list(reversed(removed)), contactmap=cmap, cv_synced=listing,
-                               previous_hold=first.hold.key)
-        assert second.hold is None and len(second.deletes) == 15
-        assert second.released_hold == first.hold.key
+        second = plan_contacts(OWNER, [], removed_ids=list(reversed(removed)), contactmap=cmap, cv_synced=listing)
+        assert first.hold is not None and second.hold is not None and second.deletes == []
+        assert second.hold.key == first.hold.key
 
-    def test_a_different_set_is_held_again(self) -> None:
+    def test_deletions_outlook_no_longer_reports_are_not_planned(self) -> None:
         cmap, listing = synced_state(*many(20))
-        first = plan_contacts(OWNER, [], removed_ids=[f"g{i:02d}" for i in range(15)], contactmap=cmap,
-                              cv_synced=listing)
-        assert first.hold is not None
-        second = plan_contacts(OWNER, [], removed_ids=[f"g{i:02d}" for i in range(16)], contactmap=cmap,
-                               cv_synced=listing, previous_hold=first.hold.key)
-        assert second.hold is not None and second.hold.key != first.hold.key and second.deletes == []
+        assert plan_contacts(OWNER, [], removed_ids=[f"g{i:02d}" for i in range(15)], contactmap=cmap,
+                             cv_synced=listing).hold is not None
+        after = plan_contacts(OWNER, [], contactmap=cmap, cv_synced=listing)
+        assert after.hold is None and after.deletes == []
 
     def test_confirm_deletions_lets_it_through(self) -> None:
         cmap, listing = synced_state(*many(20))
         plan = plan_contacts(OWNER, [], removed_ids=[f"g{i:02d}" for i in range(20)], contactmap=cmap,
                              cv_synced=listing, options=ContactsOptions(confirm_deletions=True))
-        assert plan.hold is None and len(plan.deletes) == 20
+        assert plan.hold is None and len(plan.deletes) == 20 and plan.released_hold is not None
 
     def test_a_vanished_mailbox_seen_as_a_full_round_is_held(self) -> None:
         cmap, listing = synced_state(*many(30))
@@ -560,12 +574,6 @@ class TestHold:
         assert hold_key("cv-user-1", ["g1"]) != hold_key("cv-user-2", ["g1"])
         assert hold_key(OWNER, ["g1", "g2"]) == hold_key(OWNER, ["g2", "g1"])
 
-    def test_thresholds_are_options(self) -> None:
-        cmap, listing = synced_state(*many(4))
-        plan = plan_contacts(OWNER, [], removed_ids=["g00", "g01", "g02"], contactmap=cmap, cv_synced=listing,
-                             options=ContactsOptions(hold_min=2, hold_threshold_ratio=0.5))
-        assert plan.hold is not None
-
 
 # --------------------------------------------------------------------------- users no longer synced
 
@@ -574,7 +582,7 @@ def test_an_unlinked_user_keeps_the_synced_contacts_and_it_is_reported() -> None
     cmap, _ = synced_state(*many(3))
     plan = retained_plan(OWNER, cmap, "user unlinked")
     assert plan.is_noop
-    summary = plan.summary()
+    summary = summarize([plan])
     assert summary["retained"] == 3 and summary["deleted"] == 0
     assert summary["skipped"] == [{"id": OWNER, "reason": "user unlinked: 3 synced contacts kept"}]
 
@@ -633,7 +641,7 @@ class TestReport:
         )
 
     def test_summary_counts_match_the_run_report_shape(self) -> None:
-        summary = self.plan().summary()
+        summary = summarize([self.plan()])
         assert json.loads(json.dumps(summary)) == summary
         assert {k: summary[k] for k in ("sync", "created", "updated", "deleted", "failed")} == {
             "sync": "contacts", "created": 1, "updated": 1, "deleted": 1, "failed": []}
@@ -652,6 +660,24 @@ class TestReport:
         assert "~ update  Jan Jansen [cv-g-upd]: job_title: Directeur -> CEO" in text
         assert "- delete  Jan Jansen [cv-g-del]: deleted in Outlook" in text
         assert "! skip    Geen Nummer: no usable phone number" in text
+
+    def test_the_json_plan_names_every_change_with_its_ids(self) -> None:
+        doc = plan_json(self.plan())
+        assert json.loads(json.dumps(doc)) == doc and doc["clearvox_user"] == OWNER
+        assert [(c["graph_contact_id"], c["fields"]["phone_numbers"]) for c in doc["create"]] == [
+            ("g-new", [{"type": "work", "number": "+31201234567"}])]
+        assert doc["update"] == [{"graph_contact_id": "g-upd", "clearvox_contact_id": "cv-g-upd",
+                                  "changes": {"job_title": {"before": "Directeur", "after": "CEO"}}}]
+        assert [(d["graph_contact_id"], d["clearvox_contact_id"], d["reason"]) for d in doc["delete"]] == [
+            ("g-del", "cv-g-del", REASON_DELETED)]
+        assert doc["held"] == [] and doc["skipped"] == [{"id": "g-skip", "reason": f"{REASON_NO_NUMBER} (Geen Nummer)"}]
+
+    def test_the_json_plan_lists_held_deletions(self) -> None:
+        cmap, listing = synced_state(*many(20))
+        plan = plan_contacts(OWNER, [], removed_ids=[f"g{i:02d}" for i in range(12)], contactmap=cmap,
+                             cv_synced=listing)
+        doc = plan_json(plan)
+        assert doc["delete"] == [] and len(doc["held"]) == 12 and "--confirm-deletions" in doc["held_reason"]
 
     def test_dry_run_text_shows_a_hold(self) -> None:
         cmap, listing = synced_state(*many(20))
@@ -698,6 +724,13 @@ class TestCursors:
         assert 50 < halfway < 150  # spread, so users first synced together do not all come back in one run
 
     def test_delta_rounds_ask_only_for_the_mapped_properties(self) -> None:
-        url = delta_start("oid-1", "AAMk=")
+        url = delta_start("oid-1", "AAMk=", GRAPH_SELECT)
         assert url.startswith("/users/oid-1/contactFolders/AAMk%3D/contacts/delta?$select=id,parentFolderId,")
         assert "homePhones" in url and "notes" not in url.lower()
+
+
+def test_control_characters_in_outlook_names_never_reach_clearvox() -> None:
+    mapped = map_contact({"id": "c1", "displayName": "\x1b]0;pwned\x07Piet\x00 Puk\r\n", "givenName": "Pi\x1b[2Jet",
+                          "businessPhones": ["+31201234567"]})
+    assert not isinstance(mapped, Skip)
+    assert (mapped.display_name, mapped.first_name) == ("]0;pwnedPiet Puk", "Pi[2Jet")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from shared.clearvox import PhoneNumber
-from shared.sync.contacts.rules import contact_hash, field_hashes, hold_key
+from shared.sync.contacts.mapping import contact_hash, field_hashes
+from shared.sync.contacts.rules import hold_key
 from shared.sync.users.rules import field_hashes as user_field_hashes
 from shared.sync.users.rules import fields_hash
 

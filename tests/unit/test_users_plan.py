@@ -12,7 +12,11 @@ import pytest
 
 from shared.clearvox import USER_FIELDS, CvUser
 from shared.errors import ConfigError
+from shared.report import RunReport
 from shared.settings import Options
+from shared.sync.users.actions import Create, Deactivate, LinkAction, Skip, Update, UsersPlan
+from shared.sync.users.plan import plan_users
+from shared.sync.users.render import explain_user, plan_json, render_plan, report_plan
 from shared.sync.users.rules import (
     GRAPH_SELECT,
     REASON_DISABLED,
@@ -22,31 +26,20 @@ from shared.sync.users.rules import (
     WHY_DELETED,
     WHY_DISABLED,
     WHY_LEFT_GROUP,
-    Create,
-    Deactivate,
     Link,
-    LinkAction,
-    Update,
     UsersOptions,
-    UsersPlan,
     awaiting_link,
-    cv_lookups,
     desired_fields,
     exists_reason,
-    explain_user,
     field_hashes,
     fields_hash,
-    is_valid_email,
     language,
     links_from_rows,
     names,
-    plan_users,
-    render_plan,
     split_display_name,
+    valid_email,
 )
-from shared.sync.users.run import (
-    full_round_reason,
-)
+from shared.sync.users.source import full_round_reason
 
 OID_JAN = "11111111-1111-1111-1111-111111111111"
 OID_PIET = "22222222-2222-2222-2222-222222222222"
@@ -196,14 +189,14 @@ def test_every_ineligible_user_is_reported_with_its_reason() -> None:
 
 @pytest.mark.parametrize("mail", ["jan@contoso.nl", "Jan.de.Vries+tel@sub.contoso.co.uk", "a@b.io", "x@xn--p1ai.xn--p1ai"])
 def test_valid_emails(mail: str) -> None:
-    assert is_valid_email(mail)
+    assert valid_email(mail) == mail
 
 
 @pytest.mark.parametrize("mail", ["jan", "jan@", "@contoso.nl", "jan@contoso", "jan@@contoso.nl", "jan de@contoso.nl",
                                   ".jan@contoso.nl", "jan.@contoso.nl", "ja..n@contoso.nl", "jan@-contoso.nl",
                                   "jan@contoso.n", "a" * 65 + "@contoso.nl", "j@" + "a" * 250 + ".nl"])
 def test_invalid_emails(mail: str) -> None:
-    assert not is_valid_email(mail)
+    assert valid_email(mail) is None
 
 
 # --------------------------------------------------------------------------- mapping
@@ -747,14 +740,48 @@ def test_more_deactivations_than_the_maximum_deactivates_none_and_reports_them_h
     assert p.deactivations == []
     assert len(p.held) == 11
     assert p.actions() == []
-    assert all("held" in r and "max_deactivations=10" in r for r in skip_reasons(p).values())
+    assert all("held: 11 deactivations in one run exceed the limit of 10" in r and "--confirm-deactivations" in r
+               for r in skip_reasons(p).values())
     assert len(p.skips) == 11
 
 
-def test_deactivations_up_to_the_maximum_go_through() -> None:
-    pairs = [linked_pair(f"oid-{n:02d}", n) for n in range(10)]
-    p = plan([], cv=[c for _, c, _ in pairs], links=[r for _, _, r in pairs], on_removed="deactivate")
+def test_deactivations_up_to_the_maximum_and_half_of_the_linked_users_go_through() -> None:
+    pairs = [linked_pair(f"oid-{n:02d}", n) for n in range(30)]
+    p = plan([u for u, _, _ in pairs[10:]], cv=[c for _, c, _ in pairs], links=[r for _, _, r in pairs],
+             on_removed="deactivate")
     assert len(p.deactivations) == 10 and p.held == []
+
+
+def test_an_empty_full_round_holds_the_deactivation_of_even_a_few_linked_users() -> None:
+    pairs = [linked_pair(f"oid-{n:02d}", n) for n in range(8)]
+    p = plan([], cv=[c for _, c, _ in pairs], links=[r for _, _, r in pairs], on_removed="deactivate")
+    assert p.actions() == [] and len(p.held) == 8
+    assert p.held_reason == "8 deactivations would touch 8 of 8 known (100%)"
+
+
+def test_two_of_eight_linked_users_absent_are_deactivated_but_three_of_four_are_held() -> None:
+    pairs = [linked_pair(f"oid-{n:02d}", n) for n in range(8)]
+    p = plan([u for u, _, _ in pairs[2:]], cv=[c for _, c, _ in pairs], links=[r for _, _, r in pairs],
+             on_removed="deactivate")
+    assert len(p.deactivations) == 2 and p.held == []
+    p = plan([pairs[0][0]], cv=[c for _, c, _ in pairs[:4]], links=[r for _, _, r in pairs[:4]],
+             on_removed="deactivate")
+    assert p.deactivations == [] and len(p.held) == 3
+
+
+def test_deactivations_past_the_rolling_day_cap_are_held() -> None:
+    pairs = [linked_pair(f"oid-{n:02d}", n) for n in range(40)]
+    links = [r for _, _, r in pairs]
+    removed = [f"oid-{n:02d}" for n in range(3)]
+    assert len(plan([], cv=[c for _, c, _ in pairs], links=links, removed=removed, full_round=False,
+                    on_removed="deactivate", deactivated_today=7).deactivations) == 3
+    held = plan([], cv=[c for _, c, _ in pairs], links=links, removed=removed, full_round=False,
+                on_removed="deactivate", deactivated_today=8)
+    assert held.deactivations == [] and held.held_reason == (
+        "3 deactivations after 8 in the last 24 hours exceed the limit of 10 a day")
+    confirmed = plan([], cv=[c for _, c, _ in pairs], links=links, removed=removed, full_round=False,
+                     on_removed="deactivate", deactivated_today=8, confirm_deactivations=True)
+    assert len(confirmed.deactivations) == 3
 
 
 def test_confirm_deactivations_lets_a_large_batch_through() -> None:
@@ -776,7 +803,7 @@ def test_re_enabled_user_the_connector_deactivated_is_reactivated() -> None:
     p = plan([user], cv=[replace(cv, active=False)], links=[done], on_removed="deactivate")
     (update,) = p.updates
     assert update.payload() == {"active": True}
-    assert update.reactivates and p.reactivated == 1
+    assert update.reactivates
     assert (update.link.status, update.link.deactivated_by_connector) == ("linked", False)
 
 
@@ -894,14 +921,6 @@ def test_each_object_id_gets_at_most_one_action_so_apply_is_a_flat_loop() -> Non
         assert action.payload()
 
 
-def test_cv_lookups_name_what_a_delta_round_needs_from_clearvox() -> None:
-    _, _, row = linked_pair(OID_ANNA, 3)
-    looks = cv_lookups([graph_user(OID_JAN, mail="Jan@Contoso.nl")], [OID_ANNA], {OID_ANNA: row})
-    assert looks.emails == {"jan@contoso.nl"}
-    assert looks.external_ids == {OID_JAN, OID_ANNA}
-    assert looks.user_ids == {"cv3"}
-
-
 # --------------------------------------------------------------------------- --dry-run and --json
 
 
@@ -956,17 +975,40 @@ def test_empty_plan_renders_one_line() -> None:
     assert render_plan(UsersPlan(full_round=True)).count("\n") == 1
 
 
-def test_json_follows_the_report_shape() -> None:
+def test_json_follows_the_report_shape_and_its_plan_names_every_change_by_object_id() -> None:
     p = sample_plan()
-    out = json.loads(json.dumps(p.to_json()))
+    report = RunReport("users", "t1", dry_run=True)
+    report_plan(report, p, dry_run=True)
+    out = json.loads(json.dumps(report.to_json()))
     assert (out["created"], out["updated"], out["linked"], out["deactivated"]) == (2, 1, 0, 1)
     assert out["failed"] == []
-    assert {"id": "guest-1", "reason": REASON_GUEST} in out["skipped"]
-    assert all(set(s) == {"id", "reason"} for s in out["skipped"])
+    assert {"id": "guest-1", "reason": REASON_GUEST} in [{"id": s["id"], "reason": s["reason"]} for s in out["skipped"]]
     assert out["unlinked"] == [{"cv_user_id": "cv8", "email": "kees@contoso.nl", "display_name": "Jan de Vries",
                                 "object_id": "exists-1"}]
-    assert out["plan"]["update"][0]["changes"] == {"job_title": {"old": "Sales", "new": "Inkoop"}}
-    assert out["plan"]["deactivate"][0]["cv_user_id"] == "cv3"
+    plan_doc = out["plan"]
+    assert plan_doc["update"] == [{"object_id": OID_JAN, "cv_user_id": "cv1",
+                                   "changes": {"job_title": {"before": "Sales", "after": "Inkoop"}}}]
+    assert plan_doc["deactivate"] == [{"object_id": OID_ANNA, "cv_user_id": "cv3", "email": "user3@contoso.nl",
+                                       "reason": WHY_DELETED}]
+    assert {c["object_id"] for c in plan_doc["create"]} == {OID_PIET, "auto-1"}
+    assert all(c["fields"]["email"] for c in plan_doc["create"])
+    assert plan_doc["link"] == [] and plan_doc["reactivate"] == [] and plan_doc["held"] == []
+
+
+def test_json_plan_lists_links_reactivations_and_held_deactivations() -> None:
+    user, cv, row = linked_pair()
+    done = replace(row, status="deactivated", deactivated_by_connector=True)
+    back = plan_json(plan([user], cv=[replace(cv, active=False)], links=[done]))
+    assert back["reactivate"] == [{"object_id": OID_JAN, "cv_user_id": "cv1",
+                                   "changes": {"active": {"before": False, "after": True}}}]
+    assert back["update"] == []
+    pairs = [linked_pair(f"oid-{n:02d}", n) for n in range(11)]
+    held = plan_json(plan([graph_user(OID_PIET, mail="kees@contoso.nl")], cv=[cv_user("cv8", "kees@contoso.nl"),
+                     *[c for _, c, _ in pairs]], links=[r for _, _, r in pairs], on_removed="deactivate",
+                     auto_link=True))
+    assert held["deactivate"] == [] and len(held["held"]) == 11
+    assert all(h["object_id"].startswith("oid-") and "exceed the limit" in h["held"] for h in held["held"])
+    assert held["link"][0]["object_id"] == OID_PIET and held["link"][0]["set_external_id"] is True
 
 
 # --------------------------------------------------------------------------- options
@@ -1061,3 +1103,35 @@ def test_explain_a_deleted_user_known_from_the_links_table() -> None:
     text = explain([], cv=[cv], links=[row], removed=[OID_JAN], on_removed="deactivate")
     assert f"Entra: no user with Object-ID {OID_JAN} (deleted)" in text
     assert "Decision: deactivate ClearVox user cv1 (deleted in Entra); it is never deleted" in text
+
+
+# --------------------------------------------------------------------------- control characters (issue 10, point 9)
+
+
+def test_control_characters_are_stripped_from_what_is_sent_and_compared_without_them() -> None:
+    user = graph_user(displayName="Jan\x1b]0;owned\x07 de Vries", givenName="Jan\x00", surname="de\nVries",
+                      jobTitle="Sales\x1b[2J")
+    fields, _ = desired_fields(user)
+    assert (fields["first_name"], fields["last_name"], fields["display_name"], fields["job_title"]) == (
+        "Jan", "de Vries", "Jan]0;owned de Vries", "Sales[2J")
+    # ClearVox holding the stripped value (or the raw one) is no change: no endless updates.
+    cv = cv_user(first_name="Jan", last_name="de Vries", display_name="Jan]0;owned de Vries", job_title="Sales\x1b[2J",
+                 phone_number="+31201234567", mobile_number="+31612345678", department="Verkoop", language="nl")
+    unknown = replace(written(user, cv_id="cv1"), field_hashes={})  # nothing recorded: every field is compared
+    p = plan([user], cv=[replace(cv, external_application_id=OID_JAN)], links=[unknown])
+    assert no_writes(p) and p.unchanged == 1
+
+
+def test_the_dry_run_text_and_the_user_explanation_escape_control_characters() -> None:
+    p = UsersPlan(full_round=False, skips=[Skip(OID_JAN, "odd name Jan\x1b[2J\x07\nde Vries")])
+    text = render_plan(p)
+    assert "\x1b" not in text and "\x07" not in text and "Jan\\x1b[2J\\x07\\nde Vries" in text
+    user = graph_user(displayName="Jan\x1b]0;owned\x07", mail="jan@contoso.nl")
+    lines = explain_user(user, OID_JAN, plan([user]), [], {}, UsersOptions())
+    assert lines[0].startswith("Entra: Jan\\x1b]0;owned\\x07 <jan@contoso.nl>")
+    assert not any("\x1b" in line or "\x07" in line for line in lines)
+
+
+def test_valid_email_is_the_one_rule_and_returns_the_trimmed_address() -> None:
+    assert valid_email(" jan@contoso.nl ") == "jan@contoso.nl"
+    assert valid_email("a@b") is None and valid_email("@@") is None and valid_email(None) is None
