@@ -16,6 +16,12 @@ applier `ctx.apply`:
 * errors by kind: an AdminFix (API key, account, licence) stops the run with exit
   2; a Transient error or an ItemError fails that user only.
 
+With Teams presence on (shared.sync.calendar.presence_input) a timer run decides
+at several ticks of its minute (:00, :10, :20, :30, :40; see teams.tick_moments):
+free/busy is read once, at the start, and resolved again at each tick; presence is
+read at every tick. The last tick starts inside the 45 s budget, so a run never
+overlaps the next one.
+
 The ledger changes only after ClearVox accepted the change; missing Graph data
 keeps the last state; an unreadable mailbox is reported once a day.
 """
