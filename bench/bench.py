@@ -17,7 +17,7 @@ from collections.abc import Callable
 from bench.common import BenchArgs, Result
 from shared.sandbox.azurite import Azurite
 
-MODULES = ("bench.scenario_users", "bench.scenario_contacts", "bench.scenario_calendar")
+MODULES = ("bench.scenario_users", "bench.scenario_contacts", "bench.scenario_calendar", "bench.scenario_fleet")
 
 
 def scenarios() -> dict[str, Callable[[BenchArgs], list[Result]]]:
@@ -33,6 +33,13 @@ def scenarios() -> dict[str, Callable[[BenchArgs], list[Result]]]:
     return found
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers, e.g. 1,2,4,8") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=10_000, help="users in the simulated tenant (users scenarios)")
@@ -40,15 +47,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--contact-users", type=int, default=1_000)
     parser.add_argument("--contacts-per-user", type=int, default=200)
     parser.add_argument("--calendar-users", type=int, default=2_000)
+    parser.add_argument("--tenants", type=int, default=100, help="fleet: simulated customers (the issue's fleet: 1000)")
+    parser.add_argument("--fleet-users", type=int, default=40, help="fleet: linked users per customer")
+    parser.add_argument("--workers", type=_ints, default=(1, 2, 4, 8), help="fleet: worker processes to try, e.g. 1,2,4,8")
+    parser.add_argument("--inline-tenants", type=_ints, default=(100,), help="fleet: inline mode for these fleet sizes (0: none)")
+    parser.add_argument("--split-users", type=int, default=8_000, help="fleet-split: linked users of the large customer")
     parser.add_argument("--only", action="append", help="run only scenarios whose name starts with this (repeatable)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ns = parser.parse_args(argv)
     table = scenarios()
     chosen = [n for n in table if not ns.only or any(n.startswith(o) for o in ns.only)]
     results: list[Result] = []
-    with Azurite() as az:
+    with Azurite(queue=True) as az:
         args = BenchArgs(users=ns.users, latency_ms=ns.latency_ms, contact_users=ns.contact_users,
-                         contacts_per_user=ns.contacts_per_user, calendar_users=ns.calendar_users, azurite=az.connection_string)
+                         contacts_per_user=ns.contacts_per_user, calendar_users=ns.calendar_users, azurite=az.connection_string,
+                         fleet_tenants=ns.tenants, fleet_users=ns.fleet_users, fleet_workers=ns.workers,
+                         inline_tenants=ns.inline_tenants, split_users=ns.split_users)
         for name in chosen:
             print(f"running {name} ...", file=sys.stderr, flush=True)
             results.extend(table[name](args))

@@ -21,6 +21,11 @@ class BenchArgs:
     contact_users: int = 1_000
     calendar_users: int = 2_000
     azurite: str = ""  # connection string
+    fleet_tenants: int = 100
+    fleet_users: int = 40
+    fleet_workers: tuple[int, ...] = (1, 2, 4, 8)
+    inline_tenants: tuple[int, ...] = (100,)
+    split_users: int = 8_000
 
 
 @dataclass

@@ -57,6 +57,14 @@ param clearvoxApiKey string = ''
 @description('Tenants table name: when set, the app serves every row of that table instead of the settings above.')
 param tenantsTable string = ''
 
+@description('How a timer runs the customers: inline (itself), queue (one queue message per customer, run by queue-triggered functions that scale out). Empty: inline with one customer, queue with a tenants table.')
+@allowed([
+  ''
+  'inline'
+  'queue'
+])
+param fanout string = ''
+
 // ---------------------------------------------------------------- schedules
 
 @description('NCRONTAB schedule of the users sync.')
@@ -252,6 +260,8 @@ var appSettings = {
   AzureWebJobsStorage__accountName: storage.outputs.name
   AzureWebJobsStorage__credential: 'managedidentity'
   AzureWebJobsStorage__clientId: identity.outputs.clientId
+  // The queue triggers (connection AzureWebJobsStorage) and the dispatcher use this endpoint (any cloud).
+  AzureWebJobsStorage__queueServiceUri: storage.outputs.queueEndpoint
   APPLICATIONINSIGHTS_CONNECTION_STRING: monitoring.outputs.connectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identity.outputs.clientId};Authorization=AAD'
   // The app has only this user-assigned identity: DefaultAzureCredential needs its client ID.
@@ -268,6 +278,7 @@ var appSettings = {
   NEXXT365_CLEARVOX_API_KEY: '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.clearvoxApiKeyUri})'
   NEXXT365_STATE: storage.outputs.tableEndpoint
   NEXXT365_TENANTS_TABLE: tenantsTable
+  NEXXT365_FANOUT: fanout
   NEXXT365_KEY_VAULT_URL: keyVault.outputs.uri
   NEXXT365_USERS_SCHEDULE: usersSchedule
   NEXXT365_CONTACTS_SCHEDULE: contactsSchedule
@@ -329,6 +340,7 @@ output NEXXT365_CLEARVOX_URL string = appSettings.NEXXT365_CLEARVOX_URL
 output NEXXT365_CLEARVOX_ACCOUNT string = appSettings.NEXXT365_CLEARVOX_ACCOUNT
 output NEXXT365_STATE string = appSettings.NEXXT365_STATE
 output NEXXT365_TENANTS_TABLE string = appSettings.NEXXT365_TENANTS_TABLE
+output NEXXT365_FANOUT string = appSettings.NEXXT365_FANOUT
 output NEXXT365_KEY_VAULT_URL string = appSettings.NEXXT365_KEY_VAULT_URL
 output NEXXT365_USERS_SCHEDULE string = appSettings.NEXXT365_USERS_SCHEDULE
 output NEXXT365_CONTACTS_SCHEDULE string = appSettings.NEXXT365_CONTACTS_SCHEDULE

@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     link = sub.add_parser("link", help="link the reviewed rows of `report unlinked --csv`")
     link.add_argument("--csv", required=True, metavar="FILE")
 
+    dispatch = sub.add_parser("dispatch", help="put one message per tenant on the sync's queue (what the timer does in queue mode)")
+    dispatch.add_argument("which", choices=sync_names())
+    work = sub.add_parser("work", help="run the sync's queued messages (what the queue trigger does)")
+    work.add_argument("which", choices=sync_names())
+    work.add_argument("--until-empty", action="store_true", help="stop when the queue is empty (default: keep polling)")
+    work.add_argument("--concurrency", type=int, default=16, help="messages run at a time (host.json batchSize)")
+
     sub.add_parser("demo", help="everything against the built-in sandbox")
 
     status = sub.add_parser("status", help="every customer x sync: last run, failures, held changes, what needs attention")
@@ -171,6 +178,18 @@ def cmd_demo(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     return run_demo(out)
 
 
+def cmd_dispatch(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    from shared.dispatch import cli_dispatch
+
+    return cli_dispatch(args, settings, out)
+
+
+def cmd_work(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    from shared.dispatch import cli_work
+
+    return cli_work(args, settings, out)
+
+
 def cmd_status(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     from shared.status import run_status
 
@@ -178,7 +197,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
 
 
 COMMANDS = {"doctor": cmd_doctor, "sync": cmd_sync, "report": cmd_report, "link": cmd_link, "demo": cmd_demo,
-            "status": cmd_status}
+            "status": cmd_status, "dispatch": cmd_dispatch, "work": cmd_work}
 
 
 def _machine_output(args: argparse.Namespace) -> bool:

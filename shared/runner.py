@@ -25,6 +25,7 @@ from shared.report import RunReport
 from shared.settings import Settings, Tenant
 from shared.state import LeaseKeeper, State, Store
 from shared.sync.base import SyncContext, SyncSpec, spec_for
+from shared.sync.split import lease_name
 
 log = logging.getLogger("nexxt365")
 
@@ -41,7 +42,7 @@ def run(sync: str, tenant: Tenant, store: Store, *, dry_run: bool = False, at: d
     if respect_backoff and not dry_run and _backed_off(state, sync, report):
         return report
     try:
-        with _leased(state, spec, report, dry_run) as keeper:
+        with _leased(state, spec, lease_name(sync, args or {}), report, dry_run) as keeper:
             if keeper is not None or dry_run:
                 _run_sync(spec, tenant, state, report, verify, keeper, at, dict(args or {}))
     except Exception as exc:  # the state store failed around the run (lease, health)
@@ -54,22 +55,22 @@ def run(sync: str, tenant: Tenant, store: Store, *, dry_run: bool = False, at: d
 
 
 @contextmanager
-def _leased(state: State, spec: SyncSpec, report: RunReport, dry_run: bool) -> Iterator[LeaseKeeper | None]:
-    """The run's lease, renewed while it lives; None (and the report says so) when another run holds it."""
+def _leased(state: State, spec: SyncSpec, name: str, report: RunReport, dry_run: bool) -> Iterator[LeaseKeeper | None]:
+    """The run's lease `name`, renewed while it lives; None (and the report says so) when another run holds it."""
     if dry_run:
         yield None
         return
-    lease = state.acquire_lease(spec.name, spec.lease)
+    lease = state.acquire_lease(name, spec.lease)
     if lease is None:
-        _not_run(state, spec, report)
+        _not_run(state, spec, name, report)
         yield None
         return
     with LeaseKeeper(state, lease, spec.lease) as keeper:
         yield keeper
 
 
-def _not_run(state: State, spec: SyncSpec, report: RunReport) -> None:
-    holder = state.lease_holder(spec.name)
+def _not_run(state: State, spec: SyncSpec, name: str, report: RunReport) -> None:
+    holder = state.lease_holder(name)
     since, until = holder if holder else (None, None)
     when = (f" since {since:%Y-%m-%d %H:%M:%S} UTC" if since else "") + (
         f"; its lease runs until {until:%Y-%m-%d %H:%M:%S} UTC unless renewed" if until else "")
@@ -111,11 +112,22 @@ def _fail(report: RunReport, exc: Exception, spec: SyncSpec, state: State | None
                         EXIT_ITEM_FAILURES)
 
 
+def backed_off_until(state: State, sync: str, now: datetime | None = None) -> datetime | None:
+    """Until when this tenant's sync is backed off after failed runs (an admin must fix something), or None."""
+    return backoff_end(state.get("health", sync), now)
+
+
+def backoff_end(health: dict[str, Any] | None, now: datetime | None = None) -> datetime | None:
+    """The same from a health row already read (the dispatcher reads every tenant's row in one query)."""
+    next_try = (health or {}).get("next_try")
+    return next_try if isinstance(next_try, datetime) and next_try > (now or datetime.now(UTC)) else None
+
+
 def _backed_off(state: State, sync: str, report: RunReport) -> bool:
-    health = state.get("health", sync) or {}
-    next_try = health.get("next_try")
-    if not (isinstance(next_try, datetime) and next_try > datetime.now(UTC)):
+    next_try = backed_off_until(state, sync)
+    if next_try is None:
         return False
+    health = state.get("health", sync) or {}
     report.fail_run(f"backed off after {health.get('failures')} failed runs until {next_try:%Y-%m-%d %H:%M} UTC; "
                     f"last error: {health.get('last_error')}", EXIT_CONFIG)
     report.extra["backed_off"] = True

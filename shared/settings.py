@@ -295,6 +295,17 @@ class Settings:
     def multi_tenant(self) -> bool:
         return bool((self.get("NEXXT365_TENANTS_TABLE") or "").strip())
 
+    def fanout(self) -> str:
+        """NEXXT365_FANOUT: `inline` (the timer runs every tenant) or `queue` (one queue message per tenant);
+        by default inline with one customer and queue in multi-customer mode (shared/dispatch.py)."""
+        value = (self.get("NEXXT365_FANOUT") or "").strip().lower()
+        if not value:
+            return "queue" if self.multi_tenant else "inline"
+        if value not in ("inline", "queue"):
+            raise ConfigError(f"NEXXT365_FANOUT {value!r} is not one of: inline (the timer runs every customer), "
+                              "queue (one queue message per customer, run by the queue-triggered functions).")
+        return value
+
     def state_connection(self) -> str:
         value = (self.get("NEXXT365_STATE") or self.get("AzureWebJobsStorage") or "").strip()
         if not value:

@@ -1,11 +1,12 @@
-"""What every timer function does on a tick: note a late tick, then run the sync for every tenant."""
+"""What every timer function does on a tick: note a late tick, then run the sync for every tenant
+(inline) or dispatch one queue message per tenant (queue fan-out, shared/dispatch.py)."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from shared import runner
+from shared import dispatch
 
 log = logging.getLogger("nexxt365")
 
@@ -15,4 +16,4 @@ def tick(sync: str, timer: Any) -> None:
     if getattr(timer, "past_due", False):
         log.warning("timer.past_due sync=%s: this tick started late (the app was stopped or busy, or the previous run overran)",
                     sync)
-    runner.run_all(sync)
+    dispatch.on_timer(sync)

@@ -1,9 +1,11 @@
-"""Timer: the users sync for every configured tenant (schedule: NEXXT365_USERS_SCHEDULE)."""
+"""Timer and queue trigger: the users sync for every configured tenant (schedule: NEXXT365_USERS_SCHEDULE)."""
 
 from __future__ import annotations
 
 import azure.functions as func
 
+from shared import dispatch
+from shared.sync.base import spec_for
 from shared.timer import tick
 
 bp = func.Blueprint()
@@ -13,3 +15,9 @@ bp = func.Blueprint()
 def sync_users(timer: func.TimerRequest) -> None:
     """Thin on purpose: all logic is in shared/ and runs the same from the CLI and the tests."""
     tick("users", timer)
+
+
+@bp.queue_trigger(arg_name="msg", queue_name=spec_for("users").queue, connection="AzureWebJobsStorage")
+def sync_users_queue(msg: func.QueueMessage) -> None:
+    """Queue fan-out: one tenant's run; an exception makes the host retry, then poison the message."""
+    dispatch.handle(msg.get_body().decode("utf-8"), dequeue_count=msg.dequeue_count or 1)

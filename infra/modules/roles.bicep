@@ -70,7 +70,9 @@ resource appTable 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
-// Part of the documented role set for identity-based AzureWebJobsStorage: the host uses queues when a trigger needs them.
+// Part of the documented role set for identity-based AzureWebJobsStorage, and the queue fan-out:
+// the dispatcher sends to nexxt365-<sync>, the queue triggers (and `nexxt365 work`) receive, update
+// and delete, and the host moves failing messages to nexxt365-<sync>-poison.
 resource appQueue 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(storage.id, appPrincipalId, storageQueueDataContributor)
   scope: storage

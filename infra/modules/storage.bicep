@@ -1,5 +1,6 @@
 // One storage account per app: Functions host storage (AzureWebJobsStorage),
-// the Flex Consumption deployment container and the sync state tables.
+// the Flex Consumption deployment container, the sync state tables and the
+// fan-out queues.
 // Only Entra ID (managed identity) access: shared keys are disabled.
 
 @description('Storage account name: 3-24 lowercase letters and digits.')
@@ -89,8 +90,31 @@ resource tenants 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05
   name: empty(tenantsTable) ? 'unused' : tenantsTable
 }
 
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+// Queue fan-out (NEXXT365_FANOUT=queue): one queue per sync, which its timer fills with one
+// message per customer and its queue trigger empties, and the -poison queue the host moves a
+// message to after 5 failed dequeues. Made here so that the first dispatch finds them.
+var fanoutQueues = [
+  'nexxt365-users'
+  'nexxt365-users-poison'
+  'nexxt365-contacts'
+  'nexxt365-contacts-poison'
+  'nexxt365-calendar'
+  'nexxt365-calendar-poison'
+]
+
+resource queues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = [for queue in fanoutQueues: {
+  parent: queueService
+  name: queue
+}]
+
 output name string = storage.name
 output id string = storage.id
 output blobEndpoint string = storage.properties.primaryEndpoints.blob
 output tableEndpoint string = storage.properties.primaryEndpoints.table
+output queueEndpoint string = storage.properties.primaryEndpoints.queue
 output deploymentContainerUrl string = '${storage.properties.primaryEndpoints.blob}${deploymentContainerName}'

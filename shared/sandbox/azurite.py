@@ -1,7 +1,8 @@
-"""Azurite, the Azure Table Storage emulator, started from the project's node_modules.
+"""Azurite, the Azure Storage emulator (table and queue services), started from the project's node_modules.
 
-Tests, the demo and bench/ run it in memory on a free port, so nothing
-persists and several runs can share a machine.
+Tests, the demo and bench/ run it in memory on free ports, so nothing
+persists and several runs can share a machine. The queue service is started
+only when asked (`Azurite(queue=True)`): the fan-out tests and the fleet bench.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFP
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def connection_string(port: int, host: str = "127.0.0.1") -> str:
+def connection_string(port: int, host: str = "127.0.0.1", queue_port: int | None = None) -> str:
+    queue = f"QueueEndpoint=http://{host}:{queue_port}/{DEV_ACCOUNT};" if queue_port else ""
     return (f"DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};"
-            f"TableEndpoint=http://{host}:{port}/{DEV_ACCOUNT};")
+            f"TableEndpoint=http://{host}:{port}/{DEV_ACCOUNT};{queue}")
 
 
 def _free_port() -> int:
@@ -33,53 +35,66 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _binary() -> str:
-    local = ROOT / "node_modules" / ".bin" / "azurite-table"
+def _binary(name: str) -> str:
+    local = ROOT / "node_modules" / ".bin" / name
     if local.exists():
         return str(local)
-    found = shutil.which("azurite-table")
+    found = shutil.which(name)
     if found:
         return found
     raise ConfigError("Azurite is not installed. Run `make test` or `npm ci` in the repository to install it.")
 
 
 class Azurite:
-    """An in-memory Azurite table service on a free port; use as a context manager."""
+    """In-memory Azurite services on free ports (table; queue too with `queue=True`); use as a context manager."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, queue: bool = False) -> None:
         self.port = _free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.queue_port = _free_port() if queue else None
+        self.procs: list[subprocess.Popen[bytes]] = []
         self.workdir = tempfile.mkdtemp(prefix="nexxt365-azurite-")
 
     @property
     def connection_string(self) -> str:
-        return connection_string(self.port)
+        return connection_string(self.port, queue_port=self.queue_port)
 
     def start(self) -> Azurite:
-        cmd = [_binary(), "--inMemoryPersistence", "--silent", "--disableTelemetry", "--skipApiVersionCheck",
-               "--tableHost", "127.0.0.1", "--tablePort", str(self.port)]
-        self.proc = subprocess.Popen(cmd, cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     env={**os.environ, "NODE_NO_WARNINGS": "1"})
+        try:
+            self._start("table", self.port)
+            if self.queue_port is not None:
+                self._start("queue", self.queue_port)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self, service: str, port: int) -> None:
+        cmd = [_binary(f"azurite-{service}"), "--inMemoryPersistence", "--silent", "--disableTelemetry",
+               "--skipApiVersionCheck", f"--{service}Host", "127.0.0.1", f"--{service}Port", str(port)]
+        proc = subprocess.Popen(cmd, cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                env={**os.environ, "NODE_NO_WARNINGS": "1"})
+        self.procs.append(proc)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-                raise RuntimeError(f"Azurite exited at start: {err[-500:]}")
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+                raise RuntimeError(f"Azurite ({service}) exited at start: {err[-500:]}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    return
             except OSError:
                 time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("Azurite did not start within 30 s")
+        raise RuntimeError(f"Azurite ({service}) did not start within 30 s")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        self.procs = []
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> Azurite:

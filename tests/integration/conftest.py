@@ -1,4 +1,4 @@
-"""Real parts for integration tests: Azurite, the Graph and ClearVox simulators over HTTPS."""
+"""Real parts for integration tests: Azurite (tables and queues), the Graph and ClearVox simulators over HTTPS."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from azure.storage.queue import QueueServiceClient
 
 from shared import http
 from shared.sandbox.azurite import Azurite
@@ -15,8 +16,17 @@ from shared.state import Store
 
 @pytest.fixture(scope="session")
 def azurite() -> Iterator[Azurite]:
-    with Azurite() as az:
+    with Azurite(queue=True) as az:
         yield az
+
+
+@pytest.fixture
+def queues(azurite: Azurite) -> QueueServiceClient:
+    """Azurite's queue service with every nexxt365 queue emptied: the queue names are fixed, so tests clear them."""
+    service = QueueServiceClient.from_connection_string(azurite.connection_string)
+    for queue in service.list_queues(name_starts_with="nexxt365-"):
+        service.get_queue_client(queue.name).clear_messages()
+    return service
 
 
 @pytest.fixture

@@ -69,6 +69,7 @@ from shared.sync.calendar.rules import (
     resolve,
 )
 from shared.sync.calendar.teams import tick_moments
+from shared.sync.split import select_part
 from shared.sync.users.rules import Link, links_from_rows
 
 if TYPE_CHECKING:
@@ -127,12 +128,13 @@ class CalendarRun:
     def run(self) -> None:
         state = self.ctx.state
         users = calendar_users(links_from_rows(state.rows("links")))
+        linked = {u.object_id for u in users}
+        users = select_part(self.ctx, users)  # queue fan-out: one part of a large tenant (shared/sync/split.py)
         ledgers, unreadable = read_ledgers(state.rows(LEDGER_TABLE))
         for key in sorted(unreadable):
             self.ctx.report.add_warning(key, "unreadable status ledger row; treated as not set by this app")
         notices = state.rows(NOTICES_TABLE, scope=NOTICE_SCOPE)
         calendars = self._calendars(users, notices)
-        linked = {u.object_id for u in users}
         ticks: list[list[UserRun]] = []
         stopped: Exception | None = None
         for moment in self._ticks():
