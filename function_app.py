@@ -1,14 +1,14 @@
-"""Azure Functions entry point (v2 programming model): registers the three timer blueprints."""
+"""Azure Functions entry point (v2 programming model): registers the function folder of every sync in
+the registry (shared/sync/base.py), each with its timer and its queue trigger."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 
 import azure.functions as func
 
-from calendar_status import bp as calendar_bp
-from sync_contacts import bp as contacts_bp
-from sync_users import bp as users_bp
+from shared.sync.base import syncs
 
 # The host resolves %NEXXT365_*_SCHEDULE% from the app settings: their defaults are in infra/main.bicep
 # and local.settings.example.json, not here.
@@ -16,6 +16,5 @@ from sync_users import bp as users_bp
 logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 
 app = func.FunctionApp()
-app.register_functions(users_bp)
-app.register_functions(contacts_bp)
-app.register_functions(calendar_bp)
+for spec in syncs():
+    app.register_functions(importlib.import_module(spec.function).bp)

@@ -239,10 +239,12 @@ class State:
 
     # -- runs ------------------------------------------------------------
     def save_run(self, sync: str, report: Mapping[str, Any]) -> None:
-        """Newest first: RowKey sorts by inverted time. A report too large for one row keeps its lists, shortened."""
+        """Newest first: RowKey sorts by inverted time; a random tail keeps two runs of the same millisecond
+        (parts of a split calendar run) apart. A report too large for one row keeps its lists, shortened."""
         now = datetime.now(UTC)
         inverted = f"{10**13 - int(now.timestamp() * 1000):013d}"
-        self.upsert("runs", {f"{inverted}-{sync}": {"sync": sync, "at": now, "report": fit_report(report)}})
+        key = f"{inverted}-{sync}-{uuid.uuid4().hex[:8]}"
+        self.upsert("runs", {key: {"sync": sync, "at": now, "report": fit_report(report)}})
 
     def newest_run(self, sync: str) -> tuple[datetime | None, dict[str, Any] | None]:
         """(when, report) of the newest stored run of `sync`: the first row of a filtered page of one,

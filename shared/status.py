@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from shared import ncrontab
 from shared.errors import EXIT_CONFIG, EXIT_ITEM_FAILURES, Nexxt365Error
 from shared.settings import Settings, Tenant
 from shared.state import State
@@ -179,19 +180,6 @@ def secret_expiry(tenant: Tenant, today: date) -> tuple[date | None, int | None,
 
 # ---------------------------------------------------------------- one sync, one tenant
 
-def interval_of(schedule: str) -> timedelta:
-    """The period of an NCRONTAB schedule (`sec min hour day month weekday`), to the coarsest field that repeats."""
-    fields = schedule.split()
-    if len(fields) != 6:
-        return timedelta(days=1)
-    for value, unit in ((fields[1], timedelta(minutes=1)), (fields[2], timedelta(hours=1))):
-        if value == "*":
-            return unit
-        if value.startswith("*/") and value[2:].isdigit():
-            return unit * int(value[2:])
-        if "," in value:
-            return unit * max(1, 60 // (value.count(",") + 1))
-    return timedelta(days=1)
 
 
 def sync_status(spec: SyncSpec, state: State, schedule: str, now: datetime) -> SyncStatus:
@@ -204,7 +192,7 @@ def sync_status(spec: SyncSpec, state: State, schedule: str, now: datetime) -> S
         status.failed_items = count_of(report, "failed")
         status.held = held_count(report)
         status.last_error = str(report.get("error") or report.get("not_run") or "")
-        status.stale = at is not None and now - at > STALE_INTERVALS * interval_of(schedule) + spec.lease
+        status.stale = at is not None and now - at > STALE_INTERVALS * ncrontab.interval(schedule, at) + spec.lease
     health = state.get("health", spec.name) or {}
     status.failures = int(health.get("failures") or 0)
     next_try = health.get("next_try")

@@ -9,54 +9,24 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
+from shared import ncrontab
 from shared.errors import ConfigError
 
 LOCAL_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 _TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
 
-# NCRONTAB (Azure Functions): second minute hour day month day-of-week.
-_CRON_FIELDS: tuple[tuple[str, int, int], ...] = (
-    ("second", 0, 59), ("minute", 0, 59), ("hour", 0, 23), ("day", 1, 31), ("month", 1, 12), ("day-of-week", 0, 6),
-)
-_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
-_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 _CRON_EXAMPLE = "'0 */15 * * * *' (second minute hour day month day-of-week)"
 
 
 def validate_ncrontab(name: str, expr: str) -> str:
-    """A six-field NCRONTAB expression, seconds first; each field `*`, numbers, names, ranges, lists and steps."""
-    fields = expr.split()
-    if len(fields) != 6:
-        raise ConfigError(f"{name} {expr!r} is not an NCRONTAB expression: it needs six fields, seconds first, "
-                          f"not {len(fields)}. Example: {_CRON_EXAMPLE}.")
-    for text, (label, low, high) in zip(fields, _CRON_FIELDS, strict=True):
-        for part in text.split(","):
-            if not _cron_part_ok(part, label, low, high):
-                raise ConfigError(f"{name} {expr!r}: the {label} field {text!r} is not valid; use *, numbers {low}-{high}, "
-                                  f"ranges (a-b), lists (a,b) and steps (*/n). Example: {_CRON_EXAMPLE}.")
+    """A schedule the Functions host can read: six-field NCRONTAB, seconds first (shared/ncrontab.py reads it)."""
+    try:
+        ncrontab.parse(expr)
+    except ValueError as exc:
+        raise ConfigError(f"{name} {expr!r} is not a valid NCRONTAB expression ({exc}): it needs six fields, seconds "
+                          "first; each field *, numbers, names, ranges (a-b), lists (a,b) and steps (*/n). "
+                          f"Example: {_CRON_EXAMPLE}.") from None
     return expr
-
-
-def _cron_value(text: str, label: str) -> int | None:
-    names = _MONTHS if label == "month" else _DAYS if label == "day-of-week" else ()
-    low = text.lower()
-    if low in names:
-        return names.index(low) + (1 if label == "month" else 0)
-    return int(text) if text.isdigit() else None
-
-
-def _cron_part_ok(part: str, label: str, low: int, high: int) -> bool:
-    base, slash, step = part.partition("/")
-    if slash and not (step.isdigit() and 0 < int(step) <= high):
-        return False
-    if base == "*":
-        return True
-    first, dash, last = base.partition("-")
-    start, end = _cron_value(first, label), _cron_value(last, label) if dash else None
-    if start is None or (dash and end is None):
-        return False
-    stop = end if end is not None else start
-    return low <= start <= stop <= high
 
 
 def https_url(name: str, value: str, example: str) -> str:

@@ -47,6 +47,7 @@ class SyncSpec:
     (e.g. a users group needs GroupMember.Read.All)."""
 
     name: str
+    function: str  # its function folder (timer and queue trigger), named by the design card
     run: Callable[[SyncContext], None]
     lease: timedelta  # how long a dead run blocks the next one at most; a live run renews it
     schedule_setting: str

@@ -37,7 +37,7 @@ def crashing_sync(ctx: SyncContext) -> None:
 
 
 def _spec(name: str, fn: object, lease: timedelta = timedelta(minutes=3)) -> SyncSpec:
-    return SyncSpec(name=name, run=fn, lease=lease, schedule_setting=f"NEXXT365_{name.upper()}_SCHEDULE",  # type: ignore[arg-type]
+    return SyncSpec(name=name, function=name, run=fn, lease=lease, schedule_setting=f"NEXXT365_{name.upper()}_SCHEDULE",  # type: ignore[arg-type]
                     schedule_default="0 * * * * *", permissions=(), retry_cap=1, budget=timedelta(minutes=1))
 
 

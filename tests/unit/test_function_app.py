@@ -39,6 +39,16 @@ def _functions() -> dict[str, dict[str, object]]:
     return found
 
 
+def test_every_registered_sync_has_its_function_folder_with_a_timer_and_a_queue_trigger() -> None:
+    from shared.sync.base import syncs
+
+    assert {spec.function: (f"%{spec.schedule_setting}%", spec.name) for spec in syncs()} == EXPECTED
+    bindings = _functions()
+    for spec in syncs():
+        assert bindings[spec.function]["schedule"] == f"%{spec.schedule_setting}%"
+        assert bindings[f"{spec.function}_queue"]["queueName"] == spec.queue
+
+
 def test_three_timer_functions_with_schedule_expressions() -> None:
     functions = {name: b for name, b in _functions().items() if b["type"] == "timerTrigger"}
     assert set(functions) == set(EXPECTED)

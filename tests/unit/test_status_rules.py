@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 
 from shared.status import error_class as error_class_of
-from shared.status import held_count, interval_of, result_of
+from shared.status import held_count, result_of
 
 
 @pytest.mark.parametrize(("report", "result", "error_class"), [
@@ -30,14 +28,3 @@ def test_held_changes_are_a_list_for_users_and_a_count_for_contacts() -> None:
     assert held_count({}) == 0 and held_count({"held": True}) == 0
 
 
-@pytest.mark.parametrize(("schedule", "interval"), [
-    ("0 * * * * *", timedelta(minutes=1)),
-    ("0 */15 * * * *", timedelta(minutes=15)),
-    ("0 0,30 * * * *", timedelta(minutes=30)),
-    ("0 0 * * * *", timedelta(hours=1)),
-    ("0 0 */6 * * *", timedelta(hours=6)),
-    ("0 30 7 * * 1-5", timedelta(days=1)),
-    ("not a schedule", timedelta(days=1)),
-])
-def test_schedule_interval(schedule: str, interval: timedelta) -> None:
-    assert interval_of(schedule) == interval

@@ -8,6 +8,7 @@ from shared.sync.calendar.run import run_calendar
 
 SPEC = register(SyncSpec(
     name="calendar",
+    function="calendar_status",
     run=run_calendar,
     lease=timedelta(minutes=2),
     schedule_setting="NEXXT365_CALENDAR_SCHEDULE",

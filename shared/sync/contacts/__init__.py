@@ -9,6 +9,7 @@ from shared.sync.contacts.run import run_contacts
 
 SPEC = register(SyncSpec(
     name="contacts",
+    function="sync_contacts",
     run=run_contacts,
     lease=timedelta(minutes=3),
     schedule_setting="NEXXT365_CONTACTS_SCHEDULE",

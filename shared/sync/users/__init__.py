@@ -26,6 +26,7 @@ from shared.sync.users.run import run_users
 
 SPEC = register(SyncSpec(
     name="users",
+    function="sync_users",
     run=run_users,
     lease=timedelta(minutes=3),
     schedule_setting="NEXXT365_USERS_SCHEDULE",
