@@ -16,12 +16,22 @@ calendar-day   the same day for N users at zero latency, run at every minute in 
                the generated events independently of the sync: zero mismatches means no missed
                and no late transition. ClearVox status writes are compared with the number of
                real transitions.
+calendar-day-teams  the same day from 07:45 with NEXXT365_TEAMS_PRESENCE=true and Teams presence
+               changing at any second (ad-hoc calls, the Teams call of half the meetings, presentations,
+               Do not disturb), each run ticking every 10 s as a timer run does (the clock driven by
+               the bench). After every tick each status is compared with the truth (the stronger of
+               calendar and Teams); the latency of each Teams change that changed a status is the
+               wait for the next tick plus that tick's processing time. Graph requests per minute
+               (getSchedule once a minute, getPresencesByUserId every tick), ClearVox writes against
+               real transitions.
+calendar-peak-teams  the same with Teams presence for the busiest hour only (09:30-10:30).
 """
 
 from __future__ import annotations
 
 import math
 import random
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -338,4 +348,209 @@ def calendar_day(args: BenchArgs) -> list[Result]:
         return [result]
 
 
-SCENARIOS = {"calendar-run": calendar_run, "calendar-day": calendar_day}
+# ---------------------------------------------------------------- calendar-day-teams
+
+# Teams presence a generator sets, and what it must mean (independent of shared.sync.calendar.teams on purpose).
+CALL, MEETING, PRESENTING, DND = ("Busy", "InACall"), ("Busy", "InAMeeting"), ("DoNotDisturb", "Presenting"), (
+    "DoNotDisturb", "DoNotDisturb")
+TEAMS_TRUTH = {CALL: "busy", MEETING: "busy", PRESENTING: "dnd", DND: "dnd"}
+STRENGTH = {"dnd": 0, "away": 1, "busy": 2, "elsewhere": 3}
+TICK = timedelta(seconds=10)
+TICKS_PER_MINUTE = 5  # :00 to :40, the sync's ticks with Teams presence
+
+
+@dataclass(frozen=True)
+class Seg:
+    """One stretch of Teams presence: from start (any second) to end."""
+
+    start: datetime
+    end: datetime
+    presence: tuple[str, str]
+
+
+def generate_presence(day: Day, seed: int = SEED + 14) -> list[list[Seg]]:
+    """A realistic day of Teams presence per user, at any second of the minute.
+
+    Ad-hoc calls (about four a day, 2-20 minutes), the Teams call of half the meetings (joined up to
+    two minutes late, left up to three minutes after the end), a presentation in a fifth of those, and
+    for one user in seven an hour of Do not disturb. Everything lies within the day's run window.
+    """
+    rng = random.Random(seed)
+    first, last = local("08:00"), local("18:15")
+    segs: list[list[Seg]] = [[] for _ in range(day.users)]
+    for u in range(day.users):
+        for _ in range(_poisson(rng, 4.0)):
+            start = first + timedelta(seconds=rng.randrange(int((last - first).total_seconds()) - 1200))
+            segs[u].append(Seg(start, start + timedelta(seconds=rng.randrange(120, 1200)), CALL))
+        for ev in day.by_user[u]:
+            if (ev.all_day or ev.recurrence or ev.cancelled or ev.booked_at or ev.show_as not in ("busy", "tentative")
+                    or rng.random() >= 0.5):
+                continue
+            start = ev.start + timedelta(seconds=rng.randrange(0, 120))
+            end = min(ev.end_at(ev.end) + timedelta(seconds=rng.randrange(-60, 180)), last)
+            if end > start:
+                segs[u].append(Seg(start, end, MEETING))
+            if rng.random() < 0.2 and end - start > timedelta(minutes=12):
+                begin = start + timedelta(seconds=rng.randrange(60, int((end - start).total_seconds()) - 600))
+                segs[u].append(Seg(begin, begin + timedelta(seconds=rng.randrange(300, 600)), PRESENTING))
+        if rng.random() < 1 / 7:
+            start = first + timedelta(seconds=rng.randrange(int((last - first).total_seconds()) - 5400))
+            segs[u].append(Seg(start, start + timedelta(seconds=rng.randrange(1800, 5400)), DND))
+    return segs
+
+
+def _poisson(rng: random.Random, mean: float) -> int:
+    count, total = 0, rng.expovariate(1.0)
+    while total < mean:
+        count += 1
+        total += rng.expovariate(1.0)
+    return count
+
+
+def presence_at(segs: list[Seg], t: datetime) -> tuple[str, str] | None:
+    """What Teams shows at t: the strongest running stretch (Do not disturb over a call), the later on a tie."""
+    running = [s for s in segs if s.start <= t < s.end]
+    if not running:
+        return None
+    return min(running, key=lambda s: (STRENGTH[TEAMS_TRUTH[s.presence]], -s.start.timestamp())).presence
+
+
+def truth_with_teams(day: Day, segs: list[list[Seg]], user: int, t: datetime) -> str:
+    """The status at t: the stronger of the calendar's and Teams' (dnd > away > busy > elsewhere)."""
+    calendar = day.truth(user, t)
+    teams = presence_at(segs[user], t)
+    if teams is None:
+        return calendar
+    wanted = TEAMS_TRUTH[teams]
+    return wanted if calendar == "available" or STRENGTH[wanted] < STRENGTH[calendar] else calendar
+
+
+@dataclass
+class TeamsDay:
+    """The replay's bookkeeping: what ClearVox must show after each tick and how long a change took."""
+
+    day: Day
+    segs: list[list[Seg]]
+    people: list[tuple[str, str]]
+    world: World
+    shown: list[tuple[str, str] | None] = field(default_factory=list)
+    previous: list[str] = field(default_factory=list)
+    since: list[datetime | None] = field(default_factory=list)  # when the pending Teams change happened
+    latencies: list[float] = field(default_factory=list)
+    transitions: int = 0
+    mismatches: list[tuple[int, datetime, str, str]] = field(default_factory=list)
+    ticks: int = 0
+    tick_started: float = 0.0
+    began: datetime | None = None  # the first tick: the state found then is no change to time
+
+    def __post_init__(self) -> None:
+        self.shown = [None] * self.day.users
+        self.previous = ["available"] * self.day.users
+        self.since = [None] * self.day.users
+
+    def show(self, t: datetime) -> None:
+        """Make the simulator's presence what Teams shows at t (only the users whose presence changed)."""
+        self.began = self.began or t
+        for u in range(self.day.users):
+            now = presence_at(self.segs[u], t)
+            if now != self.shown[u]:
+                self.shown[u] = now
+                availability, activity = now or ("Available", "Available")
+                self.world.graph.set_presence(self.people[u][0], availability, activity)
+                change = self._last_change(u, t)
+                if change is not None and change > self.began and self.since[u] is None:
+                    self.since[u] = change
+        self.tick_started = time.perf_counter()
+
+    def _last_change(self, u: int, t: datetime) -> datetime | None:
+        edges = [m for s in self.segs[u] for m in (s.start, s.end) if m <= t]
+        return max(edges) if edges else None
+
+    def check(self, t: datetime) -> None:
+        """After the tick at t: every status must be the truth at t; a Teams change that took effect is timed."""
+        processing = time.perf_counter() - self.tick_started
+        self.ticks += 1
+        with self.world.clearvox.lock:
+            actual = [self.world.clearvox.statuses[cv]["status"] for _, cv in self.people]
+        for u in range(self.day.users):
+            want = truth_with_teams(self.day, self.segs, u, t)
+            if want != self.previous[u]:
+                self.transitions += 1
+                self.previous[u] = want
+                pending = self.since[u]
+                if pending is not None and want == truth_with_teams(self.day, self.segs, u, pending):
+                    self.latencies.append((t - pending).total_seconds() + processing)
+            self.since[u] = None
+            if actual[u] != want:
+                self.mismatches.append((u, t, actual[u], want))
+
+
+def calendar_day_teams(args: BenchArgs, start: str = "07:45", stop: str = "18:30", name: str = "day") -> list[Result]:
+    n = args.calendar_users
+    day = generate_day(n)
+    segs = generate_presence(day)
+    minutes = [t for t in run_minutes() if local(start) <= t <= local(stop)]
+    with World(latency=0.0) as world:
+        world.graph.set_app_roles(world.client_id, ["User.Read.All", "Contacts.Read", "Calendars.Read",
+                                                     "Presence.Read.All"])
+        store = new_store(args)
+        people = populate(world, store, day)
+        tenant = world.tenant_with(teams_presence=True)
+        replay = TeamsDay(day, segs, people, world)
+        for earlier in (t for t in run_minutes() if t < minutes[0]):  # short-notice changes made before the replay
+            apply_changes(world, people, day, earlier)
+        world.graph.reset_stats()
+        world.clearvox.clear_log()
+        started = time.perf_counter()
+        for t in minutes:
+            apply_changes(world, people, day, t)
+            last = [t]
+
+            def wait(moment: datetime, last: list[datetime] = last) -> None:
+                replay.check(last[0])
+                last[0] = moment
+                replay.show(moment)
+
+            replay.show(t)
+            report = runner.run("calendar", tenant, store, verify=world.verify, at=t, args={"wait": wait})
+            if report.error or report.failed or report.extra.get("ticks") != TICKS_PER_MINUTE:
+                raise AssertionError(f"run at {t:%H:%M}Z: {report.error or report.failed[:3] or report.extra.get('ticks')}")
+            replay.check(last[0])
+            if t.minute % 30 == 0:
+                print(f"  {name} {t:%H:%M}Z: {replay.ticks} ticks, {time.perf_counter() - started:.0f} s", file=sys.stderr,
+                      flush=True)
+        wall = time.perf_counter() - started
+        return [_teams_result(f"calendar-{name}-teams", n, minutes, replay, world, wall)]
+
+
+def calendar_peak_teams(args: BenchArgs) -> list[Result]:
+    """The busiest hour of the same day (most meetings start and end around 10:00)."""
+    return calendar_day_teams(args, "09:30", "10:30", "peak")
+
+
+def _teams_result(name: str, n: int, minutes: list[datetime], replay: TeamsDay, world: World, wall: float) -> Result:
+    schedule = world.graph.counts["getSchedule"]
+    presence = world.graph.counts["getPresencesByUserId"]
+    writes = world.clearvox.writes_by_operation[STATUS_PUT]
+    lat = sorted(replay.latencies) or [0.0]
+    result = Result(f"{name} ({n} users, {len(minutes)} runs, {replay.ticks} ticks)", wall,
+                    schedule + presence, len(world.clearvox.requests_to()), writes)
+    result.extra.update({
+        "transitions": replay.transitions, "late_or_missed": len(replay.mismatches),
+        "writes_minus_transitions": writes - replay.transitions, "teams_changes_timed": len(replay.latencies),
+        "latency_p50_s": round(lat[len(lat) // 2], 2), "latency_p95_s": round(lat[int(len(lat) * 0.95)], 2),
+        "latency_max_s": round(lat[-1], 2),
+        "getSchedule_per_min": round(schedule / len(minutes), 2), "presence_per_tick": round(presence / replay.ticks, 2),
+        "presence_limit_per_tick": math.ceil(n / 650), "graph_per_min": round((schedule + presence) / len(minutes), 1),
+        "throttled": world.graph.counts["presenceThrottled"],
+    })
+    if replay.mismatches:
+        result.extra["first_mismatches"] = [(u, f"{t:%H:%M:%S}Z", a, w) for u, t, a, w in replay.mismatches[:5]]
+        result.extra["error"] = f"{len(replay.mismatches)} late or missed transitions"
+    if writes != replay.transitions:
+        result.extra["error"] = f"{writes} ClearVox writes for {replay.transitions} transitions"
+    return result
+
+
+SCENARIOS = {"calendar-run": calendar_run, "calendar-day": calendar_day, "calendar-day-teams": calendar_day_teams,
+             "calendar-peak-teams": calendar_peak_teams}

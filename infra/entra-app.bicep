@@ -2,7 +2,9 @@
 // admin in their own tenant instead of the portal clicks in docs/deploy.md:
 // the application, its service principal and admin consent (app role
 // assignments on Microsoft Graph) for exactly the three application
-// permissions the syncs need. Nothing else is created.
+// permissions the syncs need, and Presence.Read.All only with
+// teamsPresence=true (Teams presence in the calendar status). Nothing else
+// is created.
 //
 //   az deployment group create -g <any resource group> -f infra/entra-app.bicep
 //
@@ -44,12 +46,16 @@ param consentInThisTenant bool = true
 var managedIdentityIssuer = 'https://login.microsoftonline.com/${tenant().tenantId}/v2.0'
 var tokenExchangeAudience = 'api://AzureADTokenExchange'
 
+@description('Grant Presence.Read.All, for the calendar status to follow Teams presence (NEXXT365_TEAMS_PRESENCE=true). Off by default.')
+param teamsPresence bool = false
+
 // Microsoft Graph: the same application ID in every tenant.
 var graphAppId = '00000003-0000-0000-c000-000000000000'
 // Application permission (app role) IDs of Microsoft Graph.
 var userReadAll = 'df021288-bdef-4463-88db-98f22de89214'
 var calendarsRead = '798ee544-9d2d-430c-a058-570e29e34338'
 var contactsRead = '089fe4d0-434a-44c5-8827-41ba8a0b17f5'
+var presenceReadAll = 'a70e0c2d-e793-494c-94c4-118fa0a67f42'
 
 resource graph 'Microsoft.Graph/servicePrincipals@v1.0' existing = {
   appId: graphAppId
@@ -63,7 +69,7 @@ resource app 'Microsoft.Graph/applications@v1.0' = {
   requiredResourceAccess: [
     {
       resourceAppId: graphAppId
-      resourceAccess: [
+      resourceAccess: concat([
         {
           id: userReadAll
           type: 'Role'
@@ -76,7 +82,12 @@ resource app 'Microsoft.Graph/applications@v1.0' = {
           id: contactsRead
           type: 'Role'
         }
-      ]
+      ], teamsPresence ? [
+        {
+          id: presenceReadAll
+          type: 'Role'
+        }
+      ] : [])
     }
   ]
 }
@@ -115,6 +126,13 @@ resource grantContactsRead 'Microsoft.Graph/appRoleAssignedTo@v1.0' = if (consen
   principalId: servicePrincipal.id
   resourceId: graph.id
   appRoleId: contactsRead
+}
+
+// Calendar status sync with Teams presence: getPresencesByUserId for the linked users (optional).
+resource grantPresenceReadAll 'Microsoft.Graph/appRoleAssignedTo@v1.0' = if (consentInThisTenant && teamsPresence) {
+  principalId: servicePrincipal.id
+  resourceId: graph.id
+  appRoleId: presenceReadAll
 }
 
 output NEXXT365_TENANT string = tenant().tenantId

@@ -118,6 +118,12 @@ param defaultRegion string = 'NL'
 @description('Shared mailbox addresses, comma-separated, whose contacts become the ClearVox company phone book; empty: none.')
 param companyContacts string = ''
 
+@description('Let the calendar status also follow Teams presence (a call or a presentation makes the user Bezig or Niet storen within 30 s); needs Presence.Read.All (entra-app.bicep teamsPresence=true).')
+param teamsPresence bool = false
+
+@description('Overrides of the Teams presence to ClearVox status map, e.g. InACall=busy,Presenting=dnd,Away=none; empty keeps the defaults.')
+param presenceMap string = ''
+
 @description('Overrides of the show-as to ClearVox status map, e.g. tentative=available,oof=away; empty keeps the defaults.')
 param statusMap string = ''
 
@@ -290,6 +296,8 @@ var appSettings = {
   NEXXT365_INCLUDE_DISABLED: includeDisabled ? 'true' : 'false'
   NEXXT365_CLEARVOX_CONCURRENCY: string(clearvoxConcurrency)
   NEXXT365_DEFAULT_REGION: defaultRegion
+  NEXXT365_TEAMS_PRESENCE: teamsPresence ? 'true' : 'false'
+  NEXXT365_PRESENCE_MAP: presenceMap
   NEXXT365_STATUS_MAP: statusMap
   NEXXT365_RESPECT_MANUAL: respectManual ? 'true' : 'false'
   NEXXT365_COMPANY_CONTACTS: companyContacts
@@ -356,6 +364,8 @@ output NEXXT365_INCLUDE_GUESTS string = appSettings.NEXXT365_INCLUDE_GUESTS
 output NEXXT365_INCLUDE_DISABLED string = appSettings.NEXXT365_INCLUDE_DISABLED
 output NEXXT365_CLEARVOX_CONCURRENCY string = appSettings.NEXXT365_CLEARVOX_CONCURRENCY
 output NEXXT365_DEFAULT_REGION string = appSettings.NEXXT365_DEFAULT_REGION
+output NEXXT365_TEAMS_PRESENCE string = appSettings.NEXXT365_TEAMS_PRESENCE
+output NEXXT365_PRESENCE_MAP string = appSettings.NEXXT365_PRESENCE_MAP
 output NEXXT365_STATUS_MAP string = appSettings.NEXXT365_STATUS_MAP
 output NEXXT365_RESPECT_MANUAL string = appSettings.NEXXT365_RESPECT_MANUAL
 output NEXXT365_COMPANY_CONTACTS string = appSettings.NEXXT365_COMPANY_CONTACTS

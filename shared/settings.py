@@ -160,6 +160,9 @@ class Options:
     status_map: str | None = None  # parsed by the calendar sync
     respect_manual: bool = False
     company_contacts: tuple[str, ...] = ()  # shared mailboxes whose contacts become the company phone book
+    # -- Teams presence as a second input to the calendar status (shared.sync.calendar.teams)
+    teams_presence: bool = False
+    presence_map: str | None = None  # validated here, parsed by the calendar sync
 
     @classmethod
     def from_values(cls, get: Callable[[str], str | None]) -> Options:
@@ -181,6 +184,7 @@ class Options:
             status_map=_status_map(get("NEXXT365_STATUS_MAP")),
             respect_manual=_bool("NEXXT365_RESPECT_MANUAL", get("NEXXT365_RESPECT_MANUAL"), False),
             company_contacts=_mailboxes(get("NEXXT365_COMPANY_CONTACTS")),
+            **_presence_options(get),
         )
 
     def merged(self, overrides: Mapping[str, Any]) -> Options:
@@ -191,6 +195,16 @@ class Options:
             return self
         parsed = Options.from_values(lambda n: given.get(n.removeprefix("NEXXT365_")))
         return replace(self, **{k.lower(): getattr(parsed, k.lower()) for k in given})
+
+
+def _presence_options(get: Callable[[str], str | None]) -> dict[str, Any]:
+    """NEXXT365_TEAMS_PRESENCE and NEXXT365_PRESENCE_MAP; a bad map fails doctor and every run alike."""
+    from shared.sync.calendar.teams import parse_presence_map
+
+    text = (get("NEXXT365_PRESENCE_MAP") or "").strip() or None
+    parse_presence_map(text)
+    return {"teams_presence": _bool("NEXXT365_TEAMS_PRESENCE", get("NEXXT365_TEAMS_PRESENCE"), False),
+            "presence_map": text}
 
 
 SecretResolver = Callable[[], str]

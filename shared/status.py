@@ -161,7 +161,7 @@ def unlinked_count(state: State) -> int:
 
 def out_of_scope_count(state: State) -> int:
     """Mailboxes the calendar sync found outside the app's mailbox scope (its notices rows)."""
-    from shared.sync.calendar.run import NOTICE_SCOPE, NOTICES_TABLE, NoticeKind
+    from shared.sync.calendar.ledger import NOTICE_SCOPE, NOTICES_TABLE, NoticeKind
 
     rows = state.rows(NOTICES_TABLE, scope=NOTICE_SCOPE)
     return sum(1 for row in rows.values() if row.get("kind") == str(NoticeKind.OUT_OF_SCOPE))

@@ -57,6 +57,8 @@ def required_permission(path: str) -> str:
         return "Contacts.Read"
     if "calendar" in p or "getschedule" in p or "/events" in p:
         return "Calendars.Read"
+    if "presence" in p:
+        return "Presence.Read.All"
     return "User.Read.All"
 
 

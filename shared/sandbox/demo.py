@@ -23,7 +23,7 @@ from shared.doctor import render, run_doctor
 from shared.errors import ConfigError
 from shared.report import RunReport
 from shared.sandbox.azurite import Azurite
-from shared.sandbox.demo_tenant import COMPANY_CONTACTS, DemoIds, seed
+from shared.sandbox.demo_tenant import COMPANY_CONTACTS, DemoIds, seed, teams_call
 from shared.sandbox.world import World
 from shared.settings import Tenant
 from shared.sign_in import MANAGED_IDENTITY, SECRET
@@ -94,10 +94,14 @@ def run_demo(out: TextIO) -> int:
         _public_contact_kept(out, world, store, ids, tenant)
 
         _section(out, f"nexxt365 sync calendar --at {now:%H:%M} UTC (meetings running)")
-        codes.append(_calendar(out, world, store, ids, now))
+        codes.append(_calendar(out, tenant, world, store, ids, now))
         later = now + timedelta(hours=4)
         _section(out, f"nexxt365 sync calendar --at {later:%H:%M} UTC (meetings over)")
-        codes.append(_calendar(out, world, store, ids, later))
+        codes.append(_calendar(out, tenant, world, store, ids, later))
+        teams_call(world, ids)
+        _section(out, f"nexxt365 sync calendar --at {later:%H:%M} UTC with NEXXT365_TEAMS_PRESENCE=true (Gert in a Teams call)")
+        codes.append(_calendar(out, replace(tenant, options=replace(tenant.options, teams_presence=True)), world, store, ids,
+                               later))
 
         _status(out, world, store, tenant, now)
 
@@ -124,8 +128,8 @@ def _public_contact_kept(out: TextIO, world: World, store: Store, ids: DemoIds, 
     _report(out, again)
 
 
-def _calendar(out: TextIO, world: World, store: Store, ids: DemoIds, at: datetime) -> int:
-    report = runner.run("calendar", world.tenant, store, verify=world.verify, at=at)
+def _calendar(out: TextIO, tenant: Tenant, world: World, store: Store, ids: DemoIds, at: datetime) -> int:
+    report = runner.run("calendar", tenant, store, verify=world.verify, at=at)
     _report(out, report)
     cv = world.clearvox
     by_oid = {u.get("external_application_id"): u for u in cv.users.values()}

@@ -108,3 +108,11 @@ def seed(world: World, now: datetime) -> DemoIds:
                 show_as="busy", sensitivity="private")
     g.add_event(ids.by_name["Gert"], "Lunch", now - timedelta(minutes=30), now + timedelta(minutes=30), show_as="free")
     return ids
+
+
+def teams_call(world: World, ids: DemoIds) -> None:
+    """Teams presence (NEXXT365_TEAMS_PRESENCE): the app may read it, and Gert takes an ad-hoc Teams call."""
+    roles = world.graph.apps[world.client_id].roles
+    world.graph.set_app_roles(world.client_id, [*roles, "Presence.Read.All"])
+    world.graph.expire_access_tokens()  # consent shows in the next token
+    world.graph.set_presence(ids.by_name["Gert"], "Busy", "InACall")

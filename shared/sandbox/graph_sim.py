@@ -57,6 +57,7 @@ GROUP_MEMBER_ROLES = frozenset({"GroupMember.Read.All", "Group.Read.All", "Group
 CONTACT_ROLES = frozenset({"Contacts.Read", "Contacts.ReadWrite"})
 CALENDAR_ROLES = frozenset({"Calendars.Read", "Calendars.ReadWrite"})
 MAILBOX_SETTINGS_ROLES = frozenset({"MailboxSettings.Read", "MailboxSettings.ReadWrite"})
+PRESENCE_ROLES = frozenset({"Presence.Read.All", "Presence.ReadWrite.All"})
 
 #: path segments under /users/{id} served by Exchange Online (per-mailbox limits and policies apply).
 MAILBOX_SEGMENTS = frozenset({"contacts", "contactfolders", "calendar", "calendars", "events",
@@ -656,6 +657,8 @@ class GraphSim(GraphStore, SimServer, FederatedSignIn):
             return graph_error(400, "BadRequest", "/me request is only valid with delegated authentication flow.")
         if low[0] == "users":
             return self._users_route(req, rest, low, roles)
+        if low == ["communications", "getpresencesbyuserid"]:
+            return self._get_presences(req, roles)
         if low[0] == "groups" and len(rest) >= 2:
             return self._groups_route(req, rest, low, roles)
         self.counts["unknown"] += 1
@@ -1346,6 +1349,66 @@ class GraphSim(GraphStore, SimServer, FederatedSignIn):
         self.counts["mailboxConcurrency"] += 1
         return graph_error(429, "ApplicationThrottled", "Application is over its MailboxConcurrency limit.",
                            {"Retry-After": str(self.mailbox_retry_after)})
+
+    # -- Teams presence (cloudCommunications: getPresencesByUserId) ---------------------------------------------
+    # POST /communications/getPresencesByUserId {"ids": [...]}: application permission Presence.Read.All (or
+    # Presence.ReadWrite.All), at most `presence_limit` (650) ids, at most `presence_rate_limit` (1,500) requests
+    # per `presence_window` (30 s) per app, then 429 with Retry-After. Users without a presence set are
+    # Available/Available; ids Graph does not know answer PresenceUnknown.
+
+    presence_limit = 650
+    presence_rate_limit = 1500
+    presence_window = 30.0
+    presence_retry_after = 1
+
+    def set_presence(self, user_id: str, availability: str, activity: str | None = None) -> None:
+        """Set a user's Teams presence (tests, bench, demo); activity defaults to the availability."""
+        with self._data_lock:
+            self._presence_table()[user_id.lower()] = (availability, activity or availability)
+
+    def presence_of(self, user_id: str) -> tuple[str, str]:
+        with self._data_lock:
+            if user_id.lower() in self._presence_table():
+                return self._presence_table()[user_id.lower()]
+            user = self.users.get(user_id)
+            return ("Available", "Available") if user is not None and user.live else ("PresenceUnknown", "PresenceUnknown")
+
+    def _presence_table(self) -> dict[str, tuple[str, str]]:
+        table: dict[str, tuple[str, str]] | None = self.__dict__.get("_presences")
+        if table is None:
+            table = self.__dict__["_presences"] = {}
+        return table
+
+    def _presence_throttled(self) -> bool:
+        """The documented rate: requests of the last window, per app (one app per simulated tenant here)."""
+        now = time.monotonic()
+        recent: list[float] = [t for t in self.__dict__.get("_presence_times", []) if now - t < self.presence_window]
+        throttled = len(recent) >= self.presence_rate_limit
+        if not throttled:
+            recent.append(now)
+        self.__dict__["_presence_times"] = recent
+        return throttled
+
+    def _get_presences(self, req: Request, roles: frozenset[str]) -> Response:
+        self.counts["getPresencesByUserId"] += 1
+        self._method(req, "POST")
+        if not roles & PRESENCE_ROLES:
+            return graph_error(403, "Forbidden", "Insufficient privileges to complete the operation.")
+        if self._presence_throttled():
+            self.counts["presenceThrottled"] += 1
+            return graph_error(429, "TooManyRequests", "Too many requests.", {"Retry-After": str(self.presence_retry_after)})
+        try:
+            body = req.json()
+        except ValueError:
+            return graph_error(400, "BadRequest", "Unable to read JSON request payload.")
+        ids = body.get("ids") if isinstance(body, dict) else None
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+            return graph_error(400, "BadRequest", "The parameter 'ids' is missing or invalid.")
+        if len(ids) > self.presence_limit:
+            return graph_error(400, "BadRequest", f"The number of ids exceeds the maximum of {self.presence_limit}.")
+        value = [{"id": i, "availability": a, "activity": b} for i in ids for a, b in [self.presence_of(i)]]
+        return Response(200, {"@odata.context": f"{self.url}/v1.0/$metadata#Collection(microsoft.graph.presence)",
+                              "value": value})
 
 
 def _is_guid(text: str) -> bool:

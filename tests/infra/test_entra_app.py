@@ -1,4 +1,5 @@
-"""entra-app.bicep: the app registration with admin consent for exactly the three Graph permissions."""
+"""entra-app.bicep: the app registration with admin consent for exactly the three Graph permissions,
+and Presence.Read.All only behind the teamsPresence parameter."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ PERMISSIONS = {
     "798ee544-9d2d-430c-a058-570e29e34338": "Calendars.Read",
     "089fe4d0-434a-44c5-8827-41ba8a0b17f5": "Contacts.Read",
 }
+PRESENCE_READ_ALL = "a70e0c2d-e793-494c-94c4-118fa0a67f42"  # only with teamsPresence=true
 
 
 def test_uses_the_graph_extension_declared_in_bicepconfig() -> None:
@@ -41,6 +43,11 @@ def test_grants_exactly_the_three_application_permissions() -> None:
     for name, r in res.items():
         if r["type"] != "Microsoft.Graph/appRoleAssignedTo":
             continue
+        if resolve(tree, r["body"]["appRoleId"]) == PRESENCE_READ_ALL:
+            operands = r["condition"]["operator"]["operands"]
+            assert set(operands.values()) == {"consentInThisTenant", "teamsPresence"}, \
+                "Presence.Read.All is granted only with teamsPresence=true (and consent in this tenant)"
+            continue
         body = r["body"]
         principal = body["principalId"]["operator"]["operands"]
         target = body["resourceId"]["operator"]["operands"]
@@ -55,8 +62,12 @@ def test_declares_the_same_permissions_as_required_resource_access() -> None:
     app = next(r for r in resources(tree).values() if r["type"] == "Microsoft.Graph/applications")
     (access,) = app["body"]["requiredResourceAccess"]
     assert resolve(tree, access["resourceAppId"]) == GRAPH_APP_ID
-    assert {resolve(tree, a["id"]) for a in access["resourceAccess"]} == set(PERMISSIONS)
-    assert {a["type"] for a in access["resourceAccess"]} == {"Role"}
+    always, optional = access["resourceAccess"]["function"]["parameters"].values()  # concat(always, optional)
+    assert {resolve(tree, a["id"]) for a in always} == set(PERMISSIONS)
+    operands = optional["operator"]["operands"]
+    assert (operands["condition"], operands["false_value"]) == ("teamsPresence", [])
+    assert [resolve(tree, a["id"]) for a in operands["true_value"]] == [PRESENCE_READ_ALL]
+    assert {a["type"] for a in [*always, *operands["true_value"]]} == {"Role"}
     audience = app["body"]["signInAudience"]["operator"]
     assert audience["type"] == "conditional" and audience["operands"]["condition"] == "multitenant"
     assert (audience["operands"]["true_value"], audience["operands"]["false_value"]) == ("AzureADMultipleOrgs", "AzureADMyOrg")
@@ -97,3 +108,4 @@ def test_consent_in_the_partner_tenant_can_be_left_out() -> None:
 def test_permission_ids_are_named_variables() -> None:
     tree = parse(ENTRA_APP)
     assert {variable(tree, n) for n in ("userReadAll", "calendarsRead", "contactsRead")} == set(PERMISSIONS)
+    assert variable(tree, "presenceReadAll") == PRESENCE_READ_ALL

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -24,6 +24,9 @@ from shared.sandbox.azurite import Azurite
 from shared.sandbox.world import World
 from shared.settings import Settings
 from shared.state import Store
+from shared.sync import base
+from shared.sync.base import OUTAGE_IN_A_ROW
+from shared.sync.calendar import SPEC
 from shared.sync.users.rules import Link
 
 AMS = ZoneInfo("Europe/Amsterdam")
@@ -286,16 +289,46 @@ def test_clearvox_down_is_an_item_failure_retried_next_minute(office: Office) ->
     assert office.status(anna) == "busy"
 
 
-def test_with_clearvox_down_the_run_stops_asking_after_a_few_failures(office: Office) -> None:
-    people = [office.person(f"user{i}") for i in range(6)]
+def test_with_clearvox_down_the_run_stops_asking_after_the_outage_rule(office: Office) -> None:
+    """The applier's one outage rule: OUTAGE_IN_A_ROW unavailable answers in a row stop the run asking ClearVox."""
+    people = [office.person(f"user{i:02d}") for i in range(OUTAGE_IN_A_ROW + 3)]
     for p in people:
         office.meeting(p, at("10:00"), at("11:00"))
-    office.world.clearvox.inject(500, count=100, match=lambda r: "/status" in r.path)
+    office.world.clearvox.inject(500, count=OUTAGE_IN_A_ROW, match=lambda r: "/status" in r.path)
     office.world.clearvox.clear_log()
     report = office.sync(at("10:00"), clearvox_concurrency=1)
-    assert len(report.failed) == 6
-    assert len(office.world.clearvox.requests_to()) == 3
+    assert len(report.failed) == len(people) and report.exit_code == 1
+    assert len(office.world.clearvox.requests_to()) == OUTAGE_IN_A_ROW
     assert sum("not tried" in f["reason"] for f in report.failed) == 3
+    assert {office.status(p) for p in people} == {"available"} and office.state.rows("presence") == {}
+    office.sync(at("10:01"))  # ClearVox is back: everyone is set the next minute
+    assert {office.status(p) for p in people} == {"busy"}
+
+
+def test_clearvox_refusing_the_key_stops_the_run_with_a_configuration_error(office: Office) -> None:
+    people = [office.person(f"user{i}") for i in range(3)]
+    for p in people:
+        office.meeting(p, at("10:00"), at("11:00"))
+    office.world.clearvox.inject(401, count=100, match=lambda r: "/status" in r.path)
+    report = office.sync(at("10:00"), clearvox_concurrency=1)
+    assert report.exit_code == 2 and report.error is not None
+    assert len(office.world.clearvox.requests_to(lambda r: "/status" in r.path)) == 1
+    assert office.state.rows("presence") == {}
+
+
+def test_users_not_reached_within_the_time_budget_keep_their_state_and_are_done_next_minute(
+        office: Office, monkeypatch: pytest.MonkeyPatch) -> None:
+    anna = office.person("anna")
+    office.meeting(anna, at("10:00"), at("11:00"))
+    # a budget spent before the first ClearVox request
+    monkeypatch.setitem(base._REGISTRY, "calendar", replace(SPEC, budget=timedelta(seconds=-1)))
+    report = office.sync(at("10:00"))
+    assert report.exit_code == 0 and report.extra["not_reached"] == [anna.email]
+    assert [w["id"] for w in report.warnings] == ["time budget"]
+    assert office.status(anna) == "available" and office.ledger(anna) is None
+    monkeypatch.undo()
+    office.sync(at("10:01"))
+    assert office.status(anna) == "busy"
 
 
 def test_a_user_without_a_mailbox_or_outside_the_scope_is_reported_once_a_day(office: Office) -> None:
@@ -400,6 +433,36 @@ def test_dry_run_lists_the_transitions_and_writes_nothing(office: Office) -> Non
     assert f"{bob.email}: dnd left alone" in report.plan_text
     assert office.status_writes == 0
     assert office.state.rows("presence") == {} and office.state.rows("runs") == {}
+
+
+def test_dry_run_json_plan_lists_each_change_with_the_clearvox_user_object_id_and_why(office: Office) -> None:
+    anna, bob, carol = office.person("anna"), office.person("bob"), office.person("carol")
+    office.meeting(anna, at("10:00"), at("11:00"), "oof")
+    office.meeting(bob, at("09:00"), at("10:00"))
+    office.sync(at("09:00"))
+    report = runner.run("calendar", office.world.tenant, office.store, verify=office.world.verify, at=at("10:00"),
+                        dry_run=True)
+    plan = sorted(report.to_json()["plan"], key=lambda p: p["id"])
+    assert plan == [
+        {"clearvox_user": anna.cv_id, "object_id": anna.object_id, "id": anna.email, "from": "available", "to": "away",
+         "reason": "event now", "show_as": "oof", "until": "2026-12-01 10:00 UTC"},
+        {"clearvox_user": bob.cv_id, "object_id": bob.object_id, "id": bob.email, "from": "busy", "to": "available",
+         "reason": "event ended; back to available", "show_as": None, "until": None},
+    ]
+    assert carol.email not in report.plan_text
+    assert f"[ClearVox user {anna.cv_id}, object id {anna.object_id}]" in report.plan_text
+    assert (office.status(anna), office.status(bob)) == ("available", "busy")
+
+
+def test_a_ledger_row_in_the_stored_format_is_read_and_ends_its_event(office: Office) -> None:
+    anna = office.person("anna")
+    office.meeting(anna, at("10:00"), at("11:00"))
+    office.world.clearvox.set_user_status(anna.cv_id, "busy", "api")
+    row = {"v": 1, "status": "busy", "event_key": "0123456789abcdef0123", "show_as": "busy",  # as written until now
+           "until": at("11:00").astimezone(UTC), "set_at": at("10:00").astimezone(UTC), "manual": False}
+    office.state.upsert("presence", {anna.object_id: row})
+    report = office.sync(at("11:00"))
+    assert report.warnings == [] and office.status(anna) == "available" and office.ledger(anna) is None
 
 
 @pytest.fixture

@@ -30,6 +30,8 @@ def test_demo_shows_every_case_and_exits_0() -> None:
     assert ": healthy; secret expires" in status  # the demo customer
     assert "tenant fabrikam: needs attention" in status and "ATTENTION the client secret expires on" in status
     assert "1 of 2 customer(s) healthy" in status and "(exit code 1)" in status
+    after, teams = after.split("(Gert in a Teams call)")
+    assert "Gert     Beschikbaar" in after and "Gert     Bezig" in teams
     assert "demo finished: everything worked" in text
 
 

@@ -15,31 +15,23 @@ import pytest
 from shared.clearvox import CvStatus
 from shared.errors import ConfigError
 from shared.graph.schedule import anchor_chunks
+from shared.sync.calendar.decision import Action, Decision, LedgerOp, decide, needs_current
+from shared.sync.calendar.ledger import LedgerEntry, NoticeKind, notice_due
+from shared.sync.calendar.render import CalendarUser
 from shared.sync.calendar.rules import (
     DEFAULT_STATUS_MAP,
     IDLE,
-    Action,
-    Decision,
-    LedgerEntry,
-    LedgerOp,
     Resolution,
     ScheduleDataError,
     ScheduleItem,
-    decide,
     event_key,
     items_from_schedule,
-    needs_current,
     parse_graph_datetime,
     parse_status_map,
     resolve,
     zone_for,
 )
-from shared.sync.calendar.run import (
-    CalendarUser,
-    NoticeKind,
-    calendar_users,
-    notice_due,
-)
+from shared.sync.calendar.run import calendar_users
 from shared.sync.users.rules import Link
 
 AMS = ZoneInfo("Europe/Amsterdam")
@@ -457,7 +449,7 @@ class TestLedger:
         row = yielded.to_row()
         assert row["status"] == ""
         assert row["manual"] is True
-        assert set(row) == {"v", "status", "event_key", "show_as", "until", "set_at", "manual"}
+        assert set(row) == {"v", "status", "event_key", "show_as", "until", "set_at", "manual", "source", "teams"}
         assert LedgerEntry.from_row(row) == yielded
 
     def test_times_are_stored_in_utc_and_read_back_from_naive_or_text(self) -> None:
@@ -469,7 +461,7 @@ class TestLedger:
         assert LedgerEntry.from_row(naive) == entry
 
     def test_an_unreadable_row_is_an_error(self) -> None:
-        with pytest.raises(ValueError, match="presence ledger"):
+        with pytest.raises(ValueError, match="ledger row"):
             LedgerEntry.from_row({"status": "busy"})
 
     def test_naive_times_are_refused(self) -> None:

@@ -1,33 +1,12 @@
-"""Calendar status: from the Outlook "show as" of the event happening now to a ClearVox status.
+"""Calendar status, the pure rules: from the Outlook "show as" of the event happening now to a ClearVox status.
 
-This module is the pure logic; shared.sync.calendar.run has the entry point
-`run_calendar`, which does the I/O. One run per user:
+No I/O here. The package's modules, by concern:
 
-    items = items_from_schedule(schedule_information)
-    resolution = resolve(items, now, status_map)           # None instead when Graph gave no data
-    decision = decide(resolution, ledger, None, now, respect_manual)
-    if decision.action is Action.CHECK:                    # only at a transition
-        decision = decide(resolution, ledger, clearvox.get_status(uid), now, respect_manual)
-
-Reading ClearVox for 2,000 users every minute is not affordable, so `decide` asks
-for the user's current ClearVox status (Action.CHECK) only when it is about to
-act: when an event starts, the covering event changes, or the event ends. In the
-steady state it answers from the presence ledger alone.
-
-Rules for manual changes (a ClearVox status with changed_by "user"):
-
-* A status the user set while the connector did not own their status (no event
-  of theirs was running, or the connector had left them alone) is never touched,
-  except that `available` is not protected: it is what the connector would restore
-  anyway. The connector records that it yielded, so it does not ask again during
-  that event, and asks again when the next event starts.
-* A change made during an event the connector set: by default the event's end
-  still restores `available` (the guide). With respect_manual the status stays
-  until the next event starts, which then sets its own status again.
-* The next event also takes over when the connector owned the previous event and
-  the user changed the status during it; a change made after that event ended is
-  a change "while no event was running" and is left alone.
-* Manual changes are only noticed at transitions, the only moments the connector acts.
+    rules.py     NEXXT365_STATUS_MAP, schedule items from Graph, `resolve` (the status the calendar asks for now)
+    decision.py  `decide`: what to do for one user given the resolution, the ledger and (at a transition) ClearVox
+    ledger.py    the status ledger row and the once-a-day notices
+    run.py       the run: getSchedule, ClearVox reads and writes through the shared applier, the state
+    render.py    the run report, the dry-run text and the JSON plan
 
 Times are aware datetimes in UTC. Periods are half open, [start, end), so the
 moment one event ends and the next begins belongs to the next one: no flash of
@@ -36,30 +15,21 @@ available between back-to-back events.
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from shared.clearvox import STATUSES, CvStatus
+from shared.clearvox import STATUSES
 from shared.digest import digest_text
-from shared.errors import (
-    ConfigError,
-    GraphError,
-)
-
-if TYPE_CHECKING:
-    pass
-
-log = logging.getLogger("nexxt365")
+from shared.errors import ConfigError, GraphError
 
 STATUS_MAP_SETTING = "NEXXT365_STATUS_MAP"
 STATUS_MAP_EXAMPLE = "tentative=available,oof=away"
 AVAILABLE = "available"
+SOURCE_CALENDAR, SOURCE_TEAMS, SOURCE_BOTH = "calendar", "teams", "both"
 
 # Graph freeBusyStatus values (lower-cased), highest first. "unknown" and anything
 # else Graph may add count as nothing.
@@ -253,28 +223,34 @@ def zone_for(name: str) -> tzinfo:
 
 @dataclass(frozen=True)
 class Resolution:
-    """What the calendar says now: the ClearVox status to show and the event it comes from.
+    """What applies now: the ClearVox status to show and what it comes from.
 
-    `status` None means no mapped event covers now (the user should be available
-    if the connector owns their status); missing Graph data is not a Resolution
-    at all but None in `decide`.
+    `status` None means nothing applies (the user should be available if the
+    connector owns their status); missing Graph data is not a Resolution at all
+    but None in `decide`. `source` says why: the calendar's `event`, Teams
+    presence (`teams`, e.g. "Busy/InACall"), or both agreeing.
     """
 
     status: str | None = None
     event: ScheduleItem | None = None
+    teams: str | None = None
+    source: str = SOURCE_CALENDAR
 
     @property
     def show_as(self) -> str | None:
-        return self.event.show_as if self.event else None
+        return self.event.show_as if self.event and self.source != SOURCE_TEAMS else None
 
     @property
     def key(self) -> str | None:
+        """What the status is for: the event's key, or for Teams alone the status it asks for."""
+        if self.source == SOURCE_TEAMS:
+            return f"{SOURCE_TEAMS}:{self.status}" if self.status else None
         return self.event.key if self.event else None
 
     @property
     def until(self) -> datetime | None:
-        """End of the winning event (another event may change the outcome sooner)."""
-        return self.event.end if self.event else None
+        """End of the winning event; None when Teams decides (presence has no end we know of)."""
+        return self.event.end if self.event and self.source != SOURCE_TEAMS else None
 
 
 IDLE = Resolution()
@@ -293,189 +269,6 @@ def resolve(items: Iterable[ScheduleItem], now: datetime, status_map: Mapping[st
         return IDLE
     best = min(covering, key=lambda i: (_RANK[i.show_as], i.start, -i.end.timestamp(), i.key))
     return Resolution(status_map[best.show_as], best)
-
-
-# ---------------------------------------------------------------- presence ledger
-
-LEDGER_ROW_VERSION = 1
-
-
-@dataclass(frozen=True)
-class LedgerEntry:
-    """What the connector did about one user's status, and for which event.
-
-    `status` is what the connector set, or None when it left a manual status alone
-    for this event. `manual` marks that the user's own status is being left alone:
-    either from before the event (status None) or changed during the event with
-    respect_manual (kept until the next event starts). No row at all means the
-    connector does not own the user's status.
-    """
-
-    key: str
-    show_as: str
-    until: datetime
-    set_at: datetime
-    status: str | None
-    manual: bool = False
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "until", as_utc(self.until))
-        object.__setattr__(self, "set_at", as_utc(self.set_at))
-
-    def to_row(self) -> dict[str, str | int | bool | datetime]:
-        """Table Storage properties. Every field is written (None as ""), because upsert merges."""
-        return {
-            "v": LEDGER_ROW_VERSION,
-            "status": self.status or "",
-            "event_key": self.key,
-            "show_as": self.show_as,
-            "until": self.until,
-            "set_at": self.set_at,
-            "manual": self.manual,
-        }
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> LedgerEntry:
-        """The entry stored by `to_row`; extra properties (PartitionKey, etag...) are ignored."""
-        try:
-            return cls(
-                key=str(row["event_key"]),
-                show_as=str(row["show_as"]),
-                until=row_datetime(row["until"]),
-                set_at=row_datetime(row["set_at"]),
-                status=str(row.get("status") or "") or None,
-                manual=bool(row.get("manual", False)),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"unreadable presence ledger row: {exc}") from None
-
-
-def row_datetime(value: Any) -> datetime:
-    """Table Storage hands back datetimes (UTC); tolerate ISO text and a missing zone, which is UTC there."""
-    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-# ---------------------------------------------------------------- decision
-
-
-class Action(StrEnum):
-    NOTHING = "nothing"  # ClearVox is in step; apply the ledger change only
-    CHECK = "check"  # read the user's current ClearVox status and call decide again with it
-    WRITE = "write"  # set `status` in ClearVox; apply the ledger change only when that succeeded
-    LEAVE = "leave"  # deliberately leave the user's status alone; `reason` says why
-
-
-class LedgerOp(StrEnum):
-    KEEP = "keep"
-    PUT = "put"
-    DELETE = "delete"
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What to do for one user: the ClearVox action, and what the presence ledger should say afterwards."""
-
-    action: Action
-    reason: str
-    status: str | None = None  # the status to write (WRITE only)
-    ledger_op: LedgerOp = LedgerOp.KEEP
-    ledger: LedgerEntry | None = None  # the entry to store (PUT only)
-
-
-REASON_NO_DATA = "no calendar data; keeping the last state"
-REASON_IDLE = "no event now"
-REASON_IN_STEP = "status already set for this event"
-REASON_CHECK = "transition; the current ClearVox status is needed"
-REASON_MANUAL_BEFORE = "status set by the user while no event of theirs ran; left alone"
-REASON_MANUAL_AFTER = "status changed by the user after the event ended; left alone"
-REASON_MANUAL_RESPECTED = "status changed by the user during the event; left alone until the next event"
-REASON_YIELD_OVER = "event ended; the user's own status was left alone"
-REASON_EVENT = "event now"
-REASON_ALREADY = "ClearVox already shows the status"
-REASON_ENDED = "event ended; back to available"
-
-
-def needs_current(resolution: Resolution | None, ledger: LedgerEntry | None) -> bool:
-    """True when deciding needs the user's current ClearVox status: only at a transition."""
-    if resolution is None:
-        return False
-    if resolution.event is None or resolution.status is None:
-        return ledger is not None and ledger.status is not None and not ledger.manual
-    if ledger is not None and ledger.key == resolution.event.key:
-        return not (ledger.manual or ledger.status == resolution.status)
-    return True
-
-
-def decide(
-    resolution: Resolution | None,
-    ledger: LedgerEntry | None,
-    current: CvStatus | None,
-    now: datetime,
-    respect_manual: bool = False,
-) -> Decision:
-    """What to do for one user now. `resolution` None means Graph gave no data for them.
-
-    Call it with `current` None first; it answers Action.CHECK when, and only when,
-    the current ClearVox status is needed, then call it again with that status.
-    """
-    moment = as_utc(now)
-    if resolution is None:
-        return Decision(Action.LEAVE, REASON_NO_DATA)
-    if needs_current(resolution, ledger) and current is None:
-        return Decision(Action.CHECK, REASON_CHECK)
-    if resolution.event is None or resolution.status is None:
-        return _decide_idle(ledger, current, respect_manual)
-    return _decide_event(resolution.status, resolution.event, ledger, current, moment)
-
-
-def _decide_event(
-    target: str, event: ScheduleItem, ledger: LedgerEntry | None, current: CvStatus | None, now: datetime
-) -> Decision:
-    if ledger is not None and ledger.key == event.key:
-        if ledger.manual:
-            reason = REASON_MANUAL_BEFORE if ledger.status is None else REASON_MANUAL_RESPECTED
-            return Decision(Action.LEAVE, reason)
-        if ledger.status == target:
-            return Decision(Action.NOTHING, REASON_IN_STEP)
-    if current is None:  # unreachable after needs_current; keeps the types honest
-        return Decision(Action.CHECK, REASON_CHECK)
-    entry = LedgerEntry(key=event.key, show_as=event.show_as, until=event.end, set_at=now, status=target)
-    if _manual_outside_owned_event(current, ledger):
-        return Decision(Action.LEAVE, REASON_MANUAL_BEFORE, ledger_op=LedgerOp.PUT,
-                        ledger=replace(entry, status=None, manual=True))
-    if current.status == target:
-        return Decision(Action.NOTHING, REASON_ALREADY, ledger_op=LedgerOp.PUT, ledger=entry)
-    return Decision(Action.WRITE, REASON_EVENT, status=target, ledger_op=LedgerOp.PUT, ledger=entry)
-
-
-def _manual_outside_owned_event(current: CvStatus, ledger: LedgerEntry | None) -> bool:
-    """A non-available status the user set while the connector owned no running event of theirs."""
-    if current.changed_by != "user" or current.status == AVAILABLE:
-        return False
-    if ledger is None or ledger.status is None:
-        return True
-    return as_utc(current.changed_at) > ledger.until
-
-
-def _decide_idle(ledger: LedgerEntry | None, current: CvStatus | None, respect_manual: bool) -> Decision:
-    if ledger is None:
-        return Decision(Action.NOTHING, REASON_IDLE)
-    if ledger.status is None:
-        return Decision(Action.NOTHING, REASON_YIELD_OVER, ledger_op=LedgerOp.DELETE)
-    if ledger.manual:
-        return Decision(Action.LEAVE, REASON_MANUAL_RESPECTED)
-    if current is None:  # unreachable after needs_current; keeps the types honest
-        return Decision(Action.CHECK, REASON_CHECK)
-    if current.status == AVAILABLE:
-        return Decision(Action.NOTHING, REASON_ALREADY, ledger_op=LedgerOp.DELETE)
-    if current.changed_by == "user":
-        if as_utc(current.changed_at) > ledger.until:
-            return Decision(Action.LEAVE, REASON_MANUAL_AFTER, ledger_op=LedgerOp.DELETE)
-        if respect_manual:
-            return Decision(Action.LEAVE, REASON_MANUAL_RESPECTED, ledger_op=LedgerOp.PUT,
-                            ledger=replace(ledger, manual=True))
-    return Decision(Action.WRITE, REASON_ENDED, status=AVAILABLE, ledger_op=LedgerOp.DELETE)
 
 
 # ---------------------------------------------------------------- helpers
