@@ -2,8 +2,8 @@
 
     python -m bench.bench [--users 10000] [--latency-ms 50] [--only users] [--json]
 
-Each sync issue adds its scenarios in bench/scenario_<sync>.py (a SCENARIOS
-dict of name -> function(BenchArgs) -> list[Result]).
+Each sync in the registry has its scenarios in bench/scenario_<sync>.py (a SCENARIOS
+dict of name -> function(BenchArgs) -> list[Result]); the fleet scenarios span every sync.
 """
 
 from __future__ import annotations
@@ -16,20 +16,17 @@ from collections.abc import Callable
 
 from bench.common import BenchArgs, Result
 from shared.sandbox.azurite import Azurite
+from shared.sync.base import syncs
 
-MODULES = ("bench.scenario_users", "bench.scenario_contacts", "bench.scenario_calendar", "bench.scenario_fleet")
+
+def modules() -> list[str]:
+    return [*(f"bench.scenario_{spec.name}" for spec in syncs()), "bench.scenario_fleet"]
 
 
 def scenarios() -> dict[str, Callable[[BenchArgs], list[Result]]]:
     found: dict[str, Callable[[BenchArgs], list[Result]]] = {}
-    for name in MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            raise
-        found.update(module.SCENARIOS)
+    for name in modules():
+        found.update(importlib.import_module(name).SCENARIOS)
     return found
 
 

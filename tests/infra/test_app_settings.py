@@ -6,6 +6,7 @@ import ast
 import re
 from pathlib import Path
 
+from shared.sync.base import syncs
 from tests.infra.helpers import MAIN, MODULES, ROOT, parse, variable
 
 SETTING = re.compile(r"NEXXT365_[A-Z0-9_]+")
@@ -33,8 +34,8 @@ FORBIDDEN = {
 
 def code_files() -> list[Path]:
     files = [*sorted((ROOT / "shared").rglob("*.py")), ROOT / "function_app.py"]
-    for blueprint in ("sync_users", "sync_contacts", "calendar_status"):
-        files += sorted((ROOT / blueprint).glob("*.py"))
+    for spec in syncs():
+        files += sorted((ROOT / spec.function).glob("*.py"))
     return [f for f in files if f.is_file()]
 
 
@@ -99,9 +100,7 @@ def test_flex_consumption_host_settings() -> None:
 def test_documented_defaults() -> None:
     params = parse(MAIN)["parameters"]
     defaults = {
-        "usersSchedule": "0 */15 * * * *",
-        "contactsSchedule": "0 */30 * * * *",
-        "calendarSchedule": "0 * * * * *",
+        **{f"{spec.name}Schedule": spec.schedule_default for spec in syncs()},  # the registry's, as ARCHITECTURE.md
         "authorityHost": "https://login.microsoftonline.com",
         "graphUrl": "https://graph.microsoft.com",
         "tenantsTable": "",
