@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from shared import validate
 from shared.errors import ConfigError
 from shared.sign_in import APP_SETTINGS, MANAGED_IDENTITY, TABLE_COLUMNS, choose_sign_in
+from shared.status_maps import parse_presence_map, parse_status_map
 
 if TYPE_CHECKING:
     from shared.secrets import KeyVault
@@ -111,7 +112,6 @@ def _region(value: str | None) -> str:
 
 
 def _status_map(value: str | None) -> str | None:
-    from shared.sync.calendar.rules import parse_status_map
 
     text = (value or "").strip() or None
     parse_status_map(text)  # a typo must fail doctor and every run alike, not only the calendar run
@@ -199,7 +199,6 @@ class Options:
 
 def _presence_options(get: Callable[[str], str | None]) -> dict[str, Any]:
     """NEXXT365_TEAMS_PRESENCE and NEXXT365_PRESENCE_MAP; a bad map fails doctor and every run alike."""
-    from shared.sync.calendar.teams import parse_presence_map
 
     text = (get("NEXXT365_PRESENCE_MAP") or "").strip() or None
     parse_presence_map(text)

@@ -15,11 +15,11 @@ import pytest
 from shared.clearvox import CvStatus
 from shared.errors import ConfigError
 from shared.graph.schedule import anchor_chunks
+from shared.status_maps import DEFAULT_STATUS_MAP, parse_status_map
 from shared.sync.calendar.decision import Action, Decision, LedgerOp, decide, needs_current
 from shared.sync.calendar.ledger import LedgerEntry, NoticeKind, notice_due
 from shared.sync.calendar.render import CalendarUser
 from shared.sync.calendar.rules import (
-    DEFAULT_STATUS_MAP,
     IDLE,
     Resolution,
     ScheduleDataError,
@@ -27,7 +27,6 @@ from shared.sync.calendar.rules import (
     event_key,
     items_from_schedule,
     parse_graph_datetime,
-    parse_status_map,
     resolve,
     zone_for,
 )

@@ -8,14 +8,13 @@ import pytest
 
 from shared.clearvox import CvStatus
 from shared.errors import ConfigError
+from shared.status_maps import DEFAULT_PRESENCE_MAP, parse_presence_map, parse_status_map
 from shared.sync.calendar.decision import Action, LedgerOp, decide
 from shared.sync.calendar.ledger import LedgerEntry
-from shared.sync.calendar.rules import IDLE, Resolution, ScheduleItem, parse_status_map, resolve
+from shared.sync.calendar.rules import IDLE, Resolution, ScheduleItem, resolve
 from shared.sync.calendar.teams import (
-    DEFAULT_PRESENCE_MAP,
     Presence,
     combine,
-    parse_presence_map,
     presence_status,
     stronger,
 )

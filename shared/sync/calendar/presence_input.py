@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from shared.errors import AdminFix, ItemError, Transient
 from shared.graph.presence import get_presences
+from shared.status_maps import parse_presence_map
 from shared.sync.calendar.ledger import NOTICE_SCOPE, NOTICES_TABLE, LedgerEntry, notice_due, notice_row
 from shared.sync.calendar.render import CalendarUser, clause
 from shared.sync.calendar.rules import SOURCE_TEAMS, Resolution
-from shared.sync.calendar.teams import Presence, combine, parse_presence_map, presence_from_graph
+from shared.sync.calendar.teams import Presence, combine, presence_from_graph
 
 if TYPE_CHECKING:
     from shared.sync.base import SyncContext

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from shared.status_maps import SHOW_AS_SPELLING
 from shared.sync.calendar.decision import Action, Decision
 from shared.sync.calendar.ledger import NOTICE_TEXT, LedgerEntry, NoticeKind, notice_due
-from shared.sync.calendar.rules import SHOW_AS_SPELLING, Resolution
+from shared.sync.calendar.rules import Resolution
 
 if TYPE_CHECKING:
     from shared.clearvox import CvStatus

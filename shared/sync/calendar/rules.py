@@ -15,37 +15,18 @@ available between back-to-back events.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
-from typing import Any, NoReturn
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from shared.clearvox import STATUSES
 from shared.digest import digest_text
-from shared.errors import ConfigError, GraphError
+from shared.errors import GraphError
+from shared.status_maps import SHOW_AS_PRIORITY
 
-STATUS_MAP_SETTING = "NEXXT365_STATUS_MAP"
-STATUS_MAP_EXAMPLE = "tentative=available,oof=away"
 AVAILABLE = "available"
 SOURCE_CALENDAR, SOURCE_TEAMS, SOURCE_BOTH = "calendar", "teams", "both"
-
-# Graph freeBusyStatus values (lower-cased), highest first. "unknown" and anything
-# else Graph may add count as nothing.
-SHOW_AS_PRIORITY: tuple[str, ...] = ("oof", "busy", "workingelsewhere", "tentative", "free")
-_RANK = {name: rank for rank, name in enumerate(SHOW_AS_PRIORITY)}
-# How each show-as is spelled in Graph, for messages.
-SHOW_AS_SPELLING = {"oof": "oof", "busy": "busy", "workingelsewhere": "workingElsewhere",
-                     "tentative": "tentative", "free": "free"}
-
-DEFAULT_STATUS_MAP: Mapping[str, str | None] = {
-    "oof": "away",
-    "busy": "busy",
-    "workingelsewhere": "elsewhere",
-    "tentative": "busy",
-    "free": None,
-}
 
 # Windows time zone names Graph may use -> IANA (CLDR windowsZones, territory 001).
 # The fetch asks for UTC; this covers data that arrives in a mailbox's own zone.
@@ -88,48 +69,11 @@ WINDOWS_ZONES: Mapping[str, str] = {
     "e. south america standard time": "America/Sao_Paulo",
 }
 
+_RANK = {name: rank for rank, name in enumerate(SHOW_AS_PRIORITY)}
+
 
 class ScheduleDataError(GraphError):
     """Graph gave no usable calendar data for a user: keep their last state, do not guess."""
-
-
-# ---------------------------------------------------------------- status map
-
-
-def parse_status_map(text: str | None) -> dict[str, str | None]:
-    """The show-as -> ClearVox status map: the defaults with the overrides of NEXXT365_STATUS_MAP.
-
-    Syntax `show-as=status` pairs separated by commas (or semicolons), e.g.
-    `tentative=available,oof=away`; show-as names are Graph's, any case; `none`
-    makes a show-as count as nothing. A typo must not silently change people's
-    status, so anything unreadable raises ConfigError.
-    """
-    result: dict[str, str | None] = dict(DEFAULT_STATUS_MAP)
-    if text is None or not text.strip():
-        return result
-    seen: set[str] = set()
-    for part in re.split(r"[,;]", text):
-        part = part.strip()
-        if not part:
-            continue
-        name, sep, value = part.partition("=")
-        show_as, status = name.strip().lower(), value.strip().lower()
-        if not sep or not show_as or not status:
-            _bad_map(f"{part!r} is not of the form show-as=status")
-        if show_as not in _RANK:
-            names = ", ".join(SHOW_AS_SPELLING[s] for s in SHOW_AS_PRIORITY)
-            _bad_map(f"unknown show-as {name.strip()!r} (use {names})")
-        if status != "none" and status not in STATUSES:
-            _bad_map(f"unknown status {value.strip()!r} for {name.strip()} (use {', '.join(STATUSES)} or none)")
-        if show_as in seen:
-            _bad_map(f"{name.strip()} is given twice")
-        seen.add(show_as)
-        result[show_as] = None if status == "none" else status
-    return result
-
-
-def _bad_map(problem: str) -> NoReturn:
-    raise ConfigError(f"{STATUS_MAP_SETTING}: {problem}; example: {STATUS_MAP_SETTING}={STATUS_MAP_EXAMPLE}")
 
 
 # ---------------------------------------------------------------- schedule items

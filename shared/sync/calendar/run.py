@@ -45,6 +45,7 @@ from shared.errors import (
     Transient,
 )
 from shared.graph.schedule import ScheduleAnswer, get_schedule
+from shared.status_maps import parse_status_map
 from shared.sync.calendar.decision import Action, LedgerOp, decide
 from shared.sync.calendar.ledger import (
     LEDGER_TABLE,
@@ -65,7 +66,6 @@ from shared.sync.calendar.rules import (
     ScheduleItem,
     as_utc,
     items_from_schedule,
-    parse_status_map,
     resolve,
 )
 from shared.sync.calendar.teams import tick_moments

@@ -21,73 +21,16 @@ nothing; the ledger records why: calendar, teams or both.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, NoReturn
+from typing import Any
 
-from shared.clearvox import STATUSES
-from shared.errors import ConfigError
 from shared.sync.calendar.rules import SOURCE_BOTH, SOURCE_TEAMS, Resolution
-
-PRESENCE_MAP_SETTING = "NEXXT365_PRESENCE_MAP"
-PRESENCE_MAP_EXAMPLE = "InACall=busy,Presenting=dnd,Away=none"
-
-# Documented values of Graph's presence resource (v1.0).
-AVAILABILITY_VALUES = ("Available", "AvailableIdle", "Away", "BeRightBack", "Busy", "BusyIdle", "DoNotDisturb",
-                       "Offline", "PresenceUnknown")
-ACTIVITY_VALUES = ("Available", "Away", "BeRightBack", "Busy", "DoNotDisturb", "InACall", "InAConferenceCall",
-                   "Inactive", "InAMeeting", "Offline", "OffWork", "OutOfOffice", "PresenceUnknown", "Presenting",
-                   "UrgentInterruptionsOnly")
-_KNOWN = {v.lower(): v for v in (*AVAILABILITY_VALUES, *ACTIVITY_VALUES)}
-
-# Availability keys: looked up by availability; activity keys by activity. A key that is both
-# (Busy, DoNotDisturb, Away...) is looked up for both, the activity first.
-DEFAULT_PRESENCE_MAP: Mapping[str, str | None] = {
-    "donotdisturb": "dnd",
-    "busy": "busy",
-    "busyidle": "busy",
-    "outofoffice": "away",
-}
 
 # Strongest first; a status not listed (none) is weaker than all.
 STATUS_STRENGTH: tuple[str, ...] = ("dnd", "away", "busy", "elsewhere", "available")
 _STRENGTH = {status: rank for rank, status in enumerate(STATUS_STRENGTH)}
-
-
-def parse_presence_map(text: str | None) -> dict[str, str | None]:
-    """The Teams value -> ClearVox status map: the defaults with the overrides of NEXXT365_PRESENCE_MAP.
-
-    Pairs `value=status` separated by commas or semicolons; values are Teams availability or
-    activity names (any case); `none` makes a value count as nothing. Anything unreadable
-    raises ConfigError naming the setting, so a typo never changes people's status.
-    """
-    result: dict[str, str | None] = dict(DEFAULT_PRESENCE_MAP)
-    if text is None or not text.strip():
-        return result
-    seen: set[str] = set()
-    for part in (p.strip() for p in re.split(r"[,;]", text)):
-        if not part:
-            continue
-        name, sep, value = part.partition("=")
-        key, status = name.strip().lower(), value.strip().lower()
-        if not sep or not key or not status:
-            _bad_map(f"{part!r} is not of the form value=status")
-        if key not in _KNOWN:
-            _bad_map(f"unknown Teams value {name.strip()!r} (availability: {', '.join(AVAILABILITY_VALUES)}; "
-                     f"activity: {', '.join(ACTIVITY_VALUES)})")
-        if status != "none" and status not in STATUSES:
-            _bad_map(f"unknown status {value.strip()!r} for {name.strip()} (use {', '.join(STATUSES)} or none)")
-        if key in seen:
-            _bad_map(f"{name.strip()} is given twice")
-        seen.add(key)
-        result[key] = None if status == "none" else status
-    return result
-
-
-def _bad_map(problem: str) -> NoReturn:
-    raise ConfigError(f"{PRESENCE_MAP_SETTING}: {problem}; example: {PRESENCE_MAP_SETTING}={PRESENCE_MAP_EXAMPLE}")
 
 
 @dataclass(frozen=True)
