@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared import ncrontab, runner
 from shared.errors import EXIT_CONFIG, EXIT_ITEM_FAILURES, EXIT_OK, ConfigError, Nexxt365Error
-from shared.queues import queue_client, queue_service
+from shared.queues import POISON_SUFFIX, queue_client
 from shared.report import RunReport
 from shared.settings import Settings, Tenant
 from shared.state import State, Store
@@ -55,7 +55,6 @@ log = logging.getLogger("nexxt365")
 BATCH_SIZE = 16
 NEW_BATCH_THRESHOLD = 8
 MAX_DEQUEUE = 5
-POISON_SUFFIX = "-poison"
 DISPATCH_CONCURRENCY = 16  # tenants dispatched at a time (one health read and one message each)
 MESSAGE_TTL = timedelta(hours=1)  # a message nobody took within the hour expires unreported (the app was down)
 POLL_SECONDS = 2.0  # `work` without --until-empty: how often an empty queue is asked again
@@ -289,19 +288,6 @@ def _dropped(state: State, message: Message, following: datetime, now: datetime)
     except Exception:
         log.warning("nexxt365 sync=%s tenant=%s could not store the stale report", message.sync, message.tenant)
     return report
-
-
-def poison_count(settings: Settings, sync: str) -> int:
-    """Approximately how many messages of this sync are in its poison queue (for `nexxt365 status`); 0 when
-    there is no such queue. Asks once, without the SDK's retries, so a status without queues stays quick."""
-    from azure.core.exceptions import ResourceNotFoundError
-
-    service = queue_service(settings, retry_total=0, connection_timeout=5)
-    try:
-        properties = service.get_queue_client(spec_for(sync).queue + POISON_SUFFIX).get_queue_properties()
-    except ResourceNotFoundError:
-        return 0
-    return int(properties.approximate_message_count or 0)
 
 
 # ---------------------------------------------------------------- `work`: the queue trigger from a laptop

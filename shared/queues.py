@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from shared.settings import Settings
 
 CONNECTION = "AzureWebJobsStorage"  # the queue triggers' `connection`, fixed in the function folders
+POISON_SUFFIX = "-poison"  # where the host moves a message after 5 failed dequeues
 _clients: dict[tuple[str, str], QueueClient] = {}
 _created: set[tuple[str, str]] = set()
 _lock = threading.Lock()
@@ -91,3 +92,16 @@ def queue_client(settings: Settings, name: str) -> QueueClient:
                 raise
             _created.add(key)
     return client
+
+
+def poison_count(settings: Settings, queue: str) -> int:
+    """Approximately how many messages of this queue were moved to its poison queue (for `nexxt365 status`); 0 when
+    there is no such queue. Asks once, without the SDK's retries, so a status without queues stays quick."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    service = queue_service(settings, retry_total=0, connection_timeout=5)
+    try:
+        properties = service.get_queue_client(queue + POISON_SUFFIX).get_queue_properties()
+    except ResourceNotFoundError:
+        return 0
+    return int(properties.approximate_message_count or 0)

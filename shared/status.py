@@ -23,6 +23,7 @@ from typing import Any
 
 from shared import ncrontab
 from shared.errors import EXIT_CONFIG, EXIT_ITEM_FAILURES, Nexxt365Error
+from shared.queues import poison_count
 from shared.settings import Settings, Tenant
 from shared.state import State
 from shared.sync.base import SyncSpec, syncs
@@ -296,17 +297,11 @@ def schedules(settings: Settings) -> Callable[[SyncSpec], str]:
 
 
 def poison_counts(settings: Settings) -> Callable[[SyncSpec], int | None]:
-    """Poisoned queue messages per sync, from the queue fan-out (shared/dispatch.py) when this build has it."""
-    import importlib
-
-    try:
-        dispatch = importlib.import_module("shared.dispatch")
-    except ImportError:  # no queue fan-out in this build: nothing to count
-        return lambda spec: None
+    """Poisoned queue messages per sync (queue fan-out); None when the queues cannot be read."""
 
     def count(spec: SyncSpec) -> int | None:
         try:
-            return int(dispatch.poison_count(settings, spec.name))
+            return poison_count(settings, spec.queue)
         except Exception:  # a queue that cannot be read leaves the column unknown ("-"); the rest of status still shows
             return None
 

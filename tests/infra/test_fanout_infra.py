@@ -3,7 +3,7 @@ queue connection, the queue role and NEXXT365_FANOUT."""
 
 from __future__ import annotations
 
-from shared.dispatch import POISON_SUFFIX
+from shared.queues import POISON_SUFFIX
 from shared.sync.base import syncs
 from tests.infra.helpers import MAIN, MODULES, parse, resources, variable
 

@@ -17,6 +17,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
 from shared import cli, dispatch
+from shared.queues import poison_count
 from shared.sandbox.azurite import Azurite
 from shared.sandbox.tls import ca_bundle_path
 from shared.sandbox.world import World
@@ -183,8 +184,8 @@ def test_a_message_whose_run_raises_goes_to_poison_after_five_dequeues(fleet: li
     assert peek(queues, "nexxt365-users") == []
     [poisoned] = peek(queues, "nexxt365-users-poison")
     assert poisoned["tenant"] == "no-such-customer"
-    assert dispatch.poison_count(settings, "users") == 1
-    assert dispatch.poison_count(settings, "calendar") == 0  # no poison queue yet: nothing poisoned
+    assert poison_count(settings, "nexxt365-users") == 1
+    assert poison_count(settings, "nexxt365-calendar") == 0  # no poison queue yet: nothing poisoned
     syncs = json.loads(nexxt365(settings, "status", "--json")[1])["tenants"][0]["syncs"]
     assert syncs["users"]["poisoned"] == 1 and syncs["calendar"]["poisoned"] == 0
 
