@@ -13,13 +13,11 @@ from shared.cli import main
 from shared.sandbox.azurite import Azurite
 from shared.sandbox.world import World
 from shared.settings import Settings
+from tests.integration.cli_run import nexxt365
 
 
 def doctor(world: World, azurite: Azurite, **env: str) -> tuple[int, str]:
-    out = io.StringIO()
-    settings = Settings(env={**world.env(azurite.connection_string), **env}, local={})
-    code = main(["doctor"], out=out, settings=settings)
-    return code, out.getvalue()
+    return nexxt365(world, azurite, "doctor", **env)
 
 
 def test_all_checks_pass_on_a_good_configuration(world: World, azurite: Azurite) -> None:

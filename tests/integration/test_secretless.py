@@ -26,6 +26,7 @@ from shared.sandbox.azurite import Azurite
 from shared.sandbox.identity_sim import TOKEN_EXCHANGE, IdentitySim
 from shared.sandbox.world import World
 from shared.settings import Settings
+from tests.integration.cli_run import nexxt365
 
 pytestmark = pytest.mark.integration
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}")
@@ -45,12 +46,6 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
 def identity_sim(world: World) -> IdentitySim:
     assert world.identity_sim is not None
     return world.identity_sim
-
-
-def nexxt365(world: World, azurite: Azurite, *argv: str, **settings: str) -> tuple[int, str]:
-    out = io.StringIO()
-    env = {**world.env(azurite.connection_string), **settings}
-    return cli.main(list(argv), out=out, settings=Settings(env=env, local={})), out.getvalue()
 
 
 def federate_wrongly(world: World, **wrong: str) -> None:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import json
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from shared import cli
 from shared.sandbox.azurite import Azurite
 from shared.sandbox.world import World
 from shared.settings import Settings
@@ -24,15 +22,9 @@ from shared.status import (
     UNLINKED_USERS,
     tenant_status,
 )
+from tests.integration.cli_run import nexxt365
 
 pytestmark = pytest.mark.integration
-
-
-def nexxt365(world: World, azurite: Azurite, *argv: str, **settings: str) -> tuple[int, str]:
-    out = io.StringIO()
-    code = cli.main(list(argv), out=out, settings=Settings(env={**world.env(azurite.connection_string), **settings},
-                                                           local={}))
-    return code, out.getvalue()
 
 
 def people(world: World, n: int = 3) -> None:

@@ -15,24 +15,15 @@ from typing import Any
 
 import pytest
 
-from shared import cli
 from shared.clearvox import ClearVox
 from shared.sandbox.azurite import Azurite
 from shared.sandbox.world import World
-from shared.settings import Settings
 from shared.state import Store
 from shared.sync.users.linking import CSV_COLUMNS
 from shared.sync.users.source import CURSOR
+from tests.integration.cli_run import nexxt365
 
 pytestmark = pytest.mark.integration
-
-
-def nexxt365(world: World, azurite: Azurite, *argv: str, **settings: str) -> tuple[int, str]:
-    """Run the command with the world's app settings (plus `settings`); returns (exit code, stdout)."""
-    out = io.StringIO()
-    code = cli.main(list(argv), out=out, settings=Settings(env={**world.env(azurite.connection_string), **settings},
-                                                           local={}))
-    return code, out.getvalue()
 
 
 def entra(world: World, name: str, mail: str, **props: Any) -> str:

@@ -3,7 +3,6 @@ holds mass deactivations and undoes wrong ones, and keeps hostile text out of sp
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from datetime import UTC, datetime
@@ -12,19 +11,20 @@ from typing import Any
 
 import pytest
 
-from shared import cli, runner
+from shared import runner
 from shared.clients import clients
 from shared.report import RunReport
 from shared.sandbox.azurite import Azurite
 from shared.sandbox.server import Request
 from shared.sandbox.world import World
-from shared.settings import Settings, Tenant
+from shared.settings import Tenant
 from shared.state import State, Store
 from shared.sync.base import SyncContext
 from shared.sync.users.ledger import RETRY_SCOPE
 from shared.sync.users.rules import Link
 from shared.sync.users.run import BUDGET_REASON, run_users
 from shared.sync.users.source import CACHE_TABLE, CURSOR
+from tests.integration.cli_run import nexxt365
 
 pytestmark = pytest.mark.integration
 
@@ -68,12 +68,6 @@ def next_full_round_lists_only(world: World, store: Store, keep: list[str]) -> N
     st.clear_cursor(CURSOR)
     world.graph.inject(200, count=1, body={"value": users, "@odata.deltaLink": cursor["delta_link"]},
                        match=lambda r: r.path.endswith("/users/delta") and "$deltatoken" not in r.query)
-
-
-def nexxt365(world: World, azurite: Azurite, *argv: str) -> tuple[int, str]:
-    out = io.StringIO()
-    code = cli.main(list(argv), out=out, settings=Settings(env=world.env(azurite.connection_string), local={}))
-    return code, out.getvalue()
 
 
 # --------------------------------------------------------------------------- one bad user (issue 10, point 1)

@@ -11,17 +11,8 @@ import pytest
 from shared.errors import ConfigError
 from shared.settings import Options, Settings, read_local_settings, tenant_from_row
 from shared.validate import validate_ncrontab
+from tests.unit.test_settings import BASE, CLIENT_ID, TENANT_ID
 
-TENANT_ID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
-CLIENT_ID = "11111111-2222-3333-4444-555555555555"
-BASE = {
-    "NEXXT365_TENANT": TENANT_ID,
-    "NEXXT365_CLIENT_ID": CLIENT_ID,
-    "NEXXT365_CLIENT_SECRET": "s3cret-value",
-    "NEXXT365_CLEARVOX_URL": "https://pbx.example.nl",
-    "NEXXT365_CLEARVOX_API_KEY": "cv-key",
-    "NEXXT365_CLEARVOX_ACCOUNT": "10001",
-}
 ROW = {"RowKey": "contoso", "Tenant": TENANT_ID, "ClientId": CLIENT_ID, "ClientSecretName": "contoso-graph",
        "ClearVoxUrl": "https://pbx.example.nl", "ClearVoxAccount": "10001", "ClearVoxApiKeyName": "contoso-cv"}
 
