@@ -22,6 +22,7 @@ from shared.sign_in import CERTIFICATE, LABELS, MANAGED_IDENTITY, SECRET
 
 TOKEN_EXCHANGE_SCOPE = "api://AzureADTokenExchange/.default"
 #: An identity token is used until this many seconds before it expires.
+IDENTITY_RETRIES = 3  # a failing identity endpoint is asked again this often (azure-core's back-off) per token
 REFRESH_MARGIN = 120.0
 _IDENTITY_STEP = ("assign the user-assigned identity to the function app (Function App > Settings > Identity > "
                   "User assigned) and check NEXXT365_MANAGED_IDENTITY_CLIENT_ID ({client_id}) is its Client ID")
@@ -104,7 +105,7 @@ class ManagedIdentityAssertion:
                     "use NEXXT365_CLIENT_SECRET or NEXXT365_CLIENT_CERTIFICATE on a workstation.")
             from azure.identity import ManagedIdentityCredential
 
-            self._credential = ManagedIdentityCredential(client_id=self.client_id)
+            self._credential = ManagedIdentityCredential(client_id=self.client_id, retry_total=IDENTITY_RETRIES)
         return self._credential
 
     def _error(self, exc: Exception) -> GraphAuthError:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from shared import cli
+from shared import cli, credentials
 from shared.credentials import ManagedIdentityAssertion
 from shared.errors import GraphAuthError
 from shared.graph.client import Graph
@@ -149,6 +149,7 @@ def test_doctor_when_the_identity_is_not_assigned_to_the_app(world: World, azuri
 def test_doctor_when_the_identity_endpoint_cannot_be_reached(world: World, azurite: Azurite,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IDENTITY_ENDPOINT", "http://127.0.0.1:9/msi/token")  # discard port: nothing listens
+    monkeypatch.setattr(credentials, "IDENTITY_RETRIES", 0)  # no real back-off waits in a test
     exit_code, out = nexxt365(world, azurite, "doctor")
     assert exit_code == 2
     line = next(line for line in out.splitlines() if "managed identity token" in line)
