@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import sys
 from collections.abc import Callable
@@ -20,7 +21,9 @@ from shared.sync.base import syncs
 
 
 def modules() -> list[str]:
-    return [*(f"bench.scenario_{spec.name}" for spec in syncs()), "bench.scenario_fleet"]
+    """The scenario module of every registered sync that has one, and the fleet scenarios."""
+    names = [f"bench.scenario_{spec.name}" for spec in syncs()]
+    return [name for name in names if importlib.util.find_spec(name) is not None] + ["bench.scenario_fleet"]
 
 
 def scenarios() -> dict[str, Callable[[BenchArgs], list[Result]]]:
