@@ -38,8 +38,9 @@ integration: install
 infra-check:
 	bash infra/check.sh
 
+# Two workers: most of a test's time is waiting on the simulators and Azurite over sockets.
 test: install lint typecheck infra-check
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 tests
 
 bench: install
 	$(PY) -m bench.bench
