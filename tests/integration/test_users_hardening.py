@@ -359,3 +359,17 @@ def test_dry_run_json_has_the_plan_with_each_change_and_its_object_id(world: Wor
     (update,) = plan["update"]
     assert update["object_id"] == jan and update["changes"] == {"job_title": {"before": "Sales", "after": "Inkoop"}}
     assert plan["deactivate"] == plan["held"] == plan["reactivate"] == plan["link"] == []
+
+
+# --------------------------------------------------------------------------- oversized values (issue 10, point 12)
+
+
+def test_a_100_kb_phone_string_is_skipped_with_a_short_reason_and_the_run_stores_its_state(world: World,
+                                                                                           store: Store) -> None:
+    jan = entra(world, "Jan de Vries", "jan@contoso.nl", businessPhones=["+31 20 " + "1" * 100_000])
+    entra(world, "Piet Puk", "piet@contoso.nl")
+    report = sync(world, store)
+    assert report.error is None and report.created == 2, report.error
+    assert state(world, store).cursor(CURSOR) is not None  # the state rows of the run were written
+    assert all(len(json.dumps(item)) < 2_000 for item in report.to_json()["warnings"] + report.to_json()["skipped"])
+    assert cv_of(world, jan)["phone_number"] is None

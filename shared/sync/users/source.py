@@ -35,9 +35,22 @@ SELECT = ",".join(GRAPH_SELECT)
 _FEW = 200  # up to this many cache rows are read one by one, more as one partition query
 
 
+# No Entra user property is longer (displayName 256, phone numbers 64 ...): a longer value is garbage,
+# cut here so that it can neither bloat a state row past Table Storage's limits nor a report.
+MAX_VALUE = 1024
+
+
 def strip_annotations(item: Mapping[str, Any]) -> dict[str, Any]:
-    """A Graph user without OData annotations (kept: @removed)."""
-    return {k: v for k, v in item.items() if not k.startswith("@odata")}
+    """A Graph user without OData annotations (kept: @removed), every text cut to MAX_VALUE characters."""
+    return {k: _bounded(v) for k, v in item.items() if not k.startswith("@odata")}
+
+
+def _bounded(value: Any) -> Any:
+    if isinstance(value, str):
+        return value[:MAX_VALUE]
+    if isinstance(value, list):
+        return [_bounded(v) for v in value]
+    return value
 
 
 def by_key(items: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
