@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -40,6 +41,13 @@ class Result:
     def row(self) -> dict[str, Any]:
         return {"scenario": self.scenario, "wall_s": round(self.wall_s, 2), "graph_requests": self.graph_requests,
                 "clearvox_requests": self.clearvox_requests, "clearvox_writes": self.clearvox_writes, **self.extra}
+
+
+def started_world(args: BenchArgs) -> World:
+    """Both simulators at the bench's latency; every client trusts the sandbox CA, as in the tests."""
+    world = World(latency=args.latency_ms / 1000).start()
+    os.environ["REQUESTS_CA_BUNDLE"] = world.verify
+    return world
 
 
 def new_store(args: BenchArgs) -> Store:

@@ -22,21 +22,14 @@ and a links row with status "linked". Both simulators answer every request after
 from __future__ import annotations
 
 import math
-import os
 
-from bench.common import BenchArgs, Result, new_store, timed_run
+from bench.common import BenchArgs, Result, new_store, started_world, timed_run
 from shared.sandbox.world import World
 from shared.state import Store
 from shared.sync.users.rules import Link
 
 BATCH = 20
 CLEARVOX_PAGE = 100
-
-
-def _world(args: BenchArgs) -> World:
-    world = World(latency=args.latency_ms / 1000).start()
-    os.environ["REQUESTS_CA_BUNDLE"] = world.verify  # every client trusts the sandbox CA, as in the tests
-    return world
 
 
 def _populate(world: World, store: Store, users: int, contacts_per_user: int) -> None:
@@ -57,7 +50,7 @@ def _populate(world: World, store: Store, users: int, contacts_per_user: int) ->
 
 
 def contacts_nochange(args: BenchArgs) -> list[Result]:
-    world = _world(args)
+    world = started_world(args)
     try:
         store = new_store(args)
         users = args.contact_users
@@ -78,7 +71,7 @@ def contacts_nochange(args: BenchArgs) -> list[Result]:
 
 
 def contacts_initial(args: BenchArgs) -> list[Result]:
-    world = _world(args)
+    world = started_world(args)
     try:
         store = new_store(args)
         users, per_user = args.contact_users, args.contacts_per_user
@@ -124,7 +117,7 @@ def _shared_mailboxes(world: World, count: int, contacts: int, folders: int) -> 
 
 
 def company_nochange(args: BenchArgs) -> list[Result]:
-    world = _world(args)
+    world = started_world(args)
     try:
         store = new_store(args)
         tenant = world.tenant_with(company_contacts=_shared_mailboxes(world, COMPANY_MAILBOXES, 20, 2))
@@ -145,7 +138,7 @@ def company_nochange(args: BenchArgs) -> list[Result]:
 
 
 def company_initial(args: BenchArgs) -> list[Result]:
-    world = _world(args)
+    world = started_world(args)
     try:
         store = new_store(args)
         tenant = world.tenant_with(company_contacts=_shared_mailboxes(world, 1, COMPANY_INITIAL, COMPANY_FOLDERS))

@@ -16,10 +16,9 @@ Both simulators answer every request after `args.latency_ms`.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 
-from bench.common import BenchArgs, Result, new_store, timed_run
+from bench.common import BenchArgs, Result, new_store, started_world, timed_run
 from shared.sandbox.world import World
 
 WAITING_SHARE = 100  # one Entra user in this many already exists in ClearVox (same email, not linked)
@@ -41,14 +40,8 @@ def _populate(world: World, users: int) -> int:
     return waiting
 
 
-def _world(args: BenchArgs) -> World:
-    world = World(latency=args.latency_ms / 1000).start()
-    os.environ["REQUESTS_CA_BUNDLE"] = world.verify  # as the tests do: every client trusts the sandbox CA
-    return world
-
-
 def users_initial(args: BenchArgs) -> list[Result]:
-    world = _world(args)
+    world = started_world(args)
     try:
         store = new_store(args)
         waiting = _populate(world, args.users)
@@ -69,7 +62,7 @@ def users_initial(args: BenchArgs) -> list[Result]:
 
 
 def users_nochange(args: BenchArgs) -> list[Result]:
-    world = _world(args)
+    world = started_world(args)
     try:
         store = new_store(args)
         waiting = _populate(world, args.users)
@@ -90,7 +83,7 @@ def users_nochange(args: BenchArgs) -> list[Result]:
 
 
 def users_onebad(args: BenchArgs) -> list[Result]:
-    world = _world(args)
+    world = started_world(args)
     try:
         store = new_store(args)
         waiting = _populate(world, args.users)

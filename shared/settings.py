@@ -33,7 +33,6 @@ log = logging.getLogger("nexxt365")
 
 DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
 DEFAULT_GRAPH = "https://graph.microsoft.com"
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _DOMAIN = re.compile(r"^(?=.{3,253}$)([a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]{2,63}$")
 _SCHEDULE = re.compile(r"^NEXXT365_[A-Z]+_SCHEDULE$")
 _TRUE = {"1", "true", "yes", "on"}
@@ -60,7 +59,7 @@ def parse_tenant(value: str) -> str:
         candidate = parts[0] if parts else ""
     else:
         candidate = raw.strip("/")
-    if _GUID.match(candidate):
+    if validate.is_guid(candidate):
         return candidate.lower()
     if _DOMAIN.match(candidate):
         return candidate.lower()
@@ -167,7 +166,7 @@ class Options:
     @classmethod
     def from_values(cls, get: Callable[[str], str | None]) -> Options:
         group = (get("NEXXT365_USERS_GROUP") or "").strip() or None
-        if group and not _GUID.match(group):
+        if group and not validate.is_guid(group):
             raise ConfigError(f"NEXXT365_USERS_GROUP {group!r} is not an Entra group object ID (a GUID).")
         return cls(
             full_sync_hours=validate.bounded_int("NEXXT365_FULL_SYNC_HOURS", get("NEXXT365_FULL_SYNC_HOURS"), 24, 1,
@@ -335,7 +334,7 @@ class Settings:
         tenant = parse_tenant(self.get("NEXXT365_TENANT") or "")
         client_id = self.require("NEXXT365_CLIENT_ID",
                                  "Copy the Application (client) ID from Entra ID > App registrations > your app > Overview.")
-        if not _GUID.match(client_id):
+        if not validate.is_guid(client_id):
             raise ConfigError(f"NEXXT365_CLIENT_ID {client_id!r} is not a GUID. "
                               "Copy the Application (client) ID from the app's Overview page.")
         secret = (self.get("NEXXT365_CLIENT_SECRET") or "").strip()
@@ -391,7 +390,7 @@ class Settings:
 
 def _tenant_key(tenant: str) -> str:
     """A short stable key for a tenant (its GUID, or a UUID5 of its domain)."""
-    if _GUID.match(tenant):
+    if validate.is_guid(tenant):
         return tenant.replace("-", "")
     return uuid.uuid5(uuid.NAMESPACE_DNS, tenant).hex
 

@@ -12,9 +12,9 @@ tenants table, so every error names the settings or columns that conflict or are
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
+from shared import validate
 from shared.errors import ConfigError
 
 SECRET = "secret"
@@ -28,7 +28,6 @@ LABELS = {
     MANAGED_IDENTITY: "managed identity (federated credential, no secret)",
 }
 
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _IDENTITY_STEP = "Managed Identities > <the function app's identity> > Overview > Client ID"
 
 
@@ -73,7 +72,7 @@ def choose_sign_in(names: SignInNames, *, secret: str, certificate: str, asserti
     if not value:
         raise ConfigError(f"{prefix}{names.assertion}=managed-identity needs {names.identity}: the client ID of the function "
                           f"app's user-assigned managed identity ({_IDENTITY_STEP}).")
-    if not _GUID.match(value):
+    if not validate.is_guid(value):
         raise ConfigError(f"{names.identity} {value!r} is not a GUID: use the client ID of the user-assigned managed "
                           f"identity ({_IDENTITY_STEP}), not its name or principal ID.")
     return MANAGED_IDENTITY

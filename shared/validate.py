@@ -15,7 +15,13 @@ from shared.errors import ConfigError
 LOCAL_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 _TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
 
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _CRON_EXAMPLE = "'0 */15 * * * *' (second minute hour day month day-of-week)"
+
+
+def is_guid(text: str) -> bool:
+    """An Entra id (tenant, application, group, identity): 8-4-4-4-12 hex digits."""
+    return _GUID.match(text) is not None
 
 
 def validate_ncrontab(name: str, expr: str) -> str:
